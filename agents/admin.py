@@ -1,0 +1,112 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from agents.errors import OrchestratorError
+from agents.models import Agent, Message, Project, Role, TranscriptEntry, Workspace
+from agents.services import agent_cancel, agent_retry
+from budgets.models import UsageRecord
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "repo_path", "base_branch", "created_at"]
+    search_fields = ["name", "repo_path"]
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "default_model", "max_turns"]
+
+
+class WorkspaceInline(admin.StackedInline):
+    model = Workspace
+    can_delete = False
+    readonly_fields = ["path", "git_dir", "branch", "base_commit", "head_commit", "created_at"]
+    extra = 0
+
+
+class TranscriptInline(admin.TabularInline):
+    model = TranscriptEntry
+    fields = ["seq", "kind", "payload", "duration_ms", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+    ordering = ["seq"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class UsageInline(admin.TabularInline):
+    model = UsageRecord
+    fields = [
+        "model", "input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+        "cache_read_tokens", "cost_usd", "pricing_rule", "created_at",
+    ]  # fmt: skip
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "role",
+        "status",
+        "project",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "created_at",
+    ]
+    list_filter = ["status", "role", "project"]
+    search_fields = ["task", "result"]
+    readonly_fields = [
+        "parent", "project", "status", "status_reason", "result", "attempts", "turns", "input_tokens",
+        "output_tokens", "cache_write_tokens", "cache_read_tokens", "cost_usd", "spawned_by", "created_at",
+        "started_at", "finished_at",
+    ]  # fmt: skip
+    inlines = [WorkspaceInline, UsageInline, TranscriptInline]
+    actions = ["cancel", "retry"]
+
+    @admin.action(description="Cancel the selected agents and their subtrees")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._each(request, queryset, lambda agent: agent_cancel(agent=agent, subtree=True), "cancelled")
+
+    @admin.action(description="Retry the selected agents (resume from their transcripts)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._each(request, queryset, lambda agent: agent_retry(agent=agent), "queued again")
+
+    def _each(self, request, queryset, action, done: str) -> None:
+        count = 0
+        for agent in queryset:
+            try:
+                action(agent)
+                count += 1
+            except OrchestratorError as exc:
+                self.message_user(request, f"Agent {agent.pk}: {exc}", messages.ERROR)
+        if count:
+            self.message_user(request, f"{count} agent(s) {done}.", messages.SUCCESS)
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "recipient", "sender", "kind", "created_at", "delivered_at"]
+    list_filter = ["kind"]
+
+
+@admin.register(TranscriptEntry)
+class TranscriptEntryAdmin(admin.ModelAdmin):
+    list_display = ["agent", "seq", "kind", "duration_ms", "created_at"]
+    list_filter = ["kind"]
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    list_display = ["agent", "branch", "path", "head_commit"]

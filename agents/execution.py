@@ -1,0 +1,377 @@
+"""Running an agent in a worker: claim it, rebuild its conversation, loop, and finish.
+
+The database decides who runs an agent, not the queue: a worker claims the agent row with one
+conditional UPDATE that writes a fencing token and a lease expiry. Every later write checks that
+token in the same transaction, and a heartbeat thread extends the lease while the agent runs. A
+second delivery of the same task finds the agent claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anthropic
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Max, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from agents import workspaces
+from agents.errors import InvalidTransition, OrchestratorError
+from agents.models import (
+    Agent,
+    AgentStatus,
+    EntryKind,
+    Message,
+    MessageKind,
+    Role,
+    TranscriptEntry,
+    Workspace,
+)
+from agents.runtime.anthropic_model import AnthropicModel
+from agents.runtime.exceptions import AgentStop, Cancelled, LeaseLost
+from agents.runtime.loop import AgentLoop
+from agents.runtime.protocols import ModelReply
+from agents.runtime.transcript import rebuild
+from agents.services import agent_transition, agents_unfinished_children, lease_expiry, report_to_parent
+from agents.tools.base import ToolResult
+from agents.tools.registry import toolbox_for
+from budgets.services import usage_record
+
+log = logging.getLogger(__name__)
+S = AgentStatus
+
+
+def agent_run(*, agent_id: int) -> None:
+    """The task body: run the agent until it completes, waits or fails, if we can claim it."""
+    token = agent_claim(agent_id=agent_id)
+    if token is None:
+        log.info("agent %s: not claimable (already running elsewhere or not pending); skipped", agent_id)
+        return
+    AgentRun(agent_id=agent_id, token=token).execute()
+
+
+def agent_claim(*, agent_id: int) -> uuid.UUID | None:
+    """Claim a pending agent, or a running one whose lease expired. Returns our fencing token."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimed = Agent.objects.filter(
+        Q(status=S.PENDING) | Q(status=S.RUNNING, lease_expires_at__lt=now), pk=agent_id
+    ).update(
+        status=S.RUNNING,
+        status_reason="",
+        lease_token=token,
+        lease_expires_at=lease_expiry(),
+        attempts=F("attempts") + 1,
+        started_at=Coalesce(F("started_at"), Value(now)),
+        updated_at=now,
+    )
+    return token if claimed else None
+
+
+@functools.cache
+def anthropic_client() -> anthropic.Anthropic:
+    """One client per worker process (its connection pool is reused across agents)."""
+    return anthropic.Anthropic(
+        api_key=settings.ANTHROPIC_API_KEY or "no-key-configured",
+        base_url=settings.ANTHROPIC_BASE_URL or None,
+        max_retries=3,
+    )
+
+
+class AgentSink:
+    """Stores each step of a run, fenced by the lease token; tells the loop when to stop."""
+
+    def __init__(self, *, agent: Agent, token: uuid.UUID) -> None:
+        self.agent = agent
+        self.token = token
+        last = agent.transcript.aggregate(last=Max("seq"))["last"]
+        self.next_seq = 0 if last is None else last + 1
+        self.stop = threading.Event()  # set by the heartbeat when cancelled or the lease is lost
+
+    # --- fencing and control ---
+    def fence(self) -> None:
+        """Extend our lease if we still hold it; otherwise raise why we must stop."""
+        held = Agent.objects.filter(pk=self.agent.pk, lease_token=self.token, status=S.RUNNING).update(
+            lease_expires_at=lease_expiry()
+        )
+        if not held:
+            self.stop.set()
+            raise self._why_stopped()
+
+    def _why_stopped(self) -> AgentStop:
+        row = Agent.objects.filter(pk=self.agent.pk).values("status", "status_reason").first() or {}
+        if row.get("status") == S.CANCELLED:
+            return Cancelled(row.get("status_reason") or "Cancelled.")
+        return LeaseLost(f"Agent {self.agent.pk}: another worker holds the lease now.")
+
+    def check_control(self) -> None:
+        with transaction.atomic():
+            self.fence()
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    # --- recording ---
+    def _append(self, kind: str, payload: dict[str, Any], duration_ms: int | None = None) -> TranscriptEntry:
+        entry = TranscriptEntry.objects.create(
+            agent=self.agent, seq=self.next_seq, kind=kind, payload=payload, duration_ms=duration_ms
+        )
+        self.next_seq += 1
+        return entry
+
+    def record_reply(self, reply: ModelReply) -> None:
+        with transaction.atomic():
+            self.fence()
+            entry = self._append(
+                EntryKind.ASSISTANT,
+                {
+                    "content": reply.content,
+                    "stop_reason": reply.stop_reason,
+                    "model": reply.model,
+                    "message_id": reply.message_id,
+                    "request_id": reply.request_id,
+                    "usage": reply.usage,
+                    "retries": reply.retries,
+                },
+                duration_ms=reply.duration_ms,
+            )
+            usage_record(
+                agent=self.agent, entry=entry, model=reply.model or self.agent.model, usage=reply.usage
+            )
+            Agent.objects.filter(pk=self.agent.pk).update(turns=F("turns") + 1)
+
+    def record_tool_call(self, tool_use: dict[str, Any]) -> None:
+        with transaction.atomic():
+            self.fence()
+            self._append(
+                EntryKind.TOOL_CALL,
+                {"id": tool_use["id"], "name": tool_use["name"], "input": tool_use.get("input")},
+            )
+
+    def record_tool_result(self, tool_use_id: str, result: ToolResult) -> None:
+        with transaction.atomic():
+            self.fence()
+            self._append(
+                EntryKind.TOOL_RESULT,
+                {"tool_use_id": tool_use_id, "content": result.content, "is_error": result.is_error},
+                duration_ms=result.duration_ms,
+            )
+
+    def record_user(self, content: list[dict[str, Any]]) -> None:
+        with transaction.atomic():
+            self.fence()
+            self._append(EntryKind.USER, {"content": content})
+
+    def take_inbox(self) -> list[dict[str, Any]]:
+        with transaction.atomic():
+            self.fence()
+            mail = list(
+                Message.objects.select_for_update()
+                .filter(recipient=self.agent, delivered_at__isnull=True)
+                .select_related("sender__role", "sent_by_user")
+            )
+            if not mail:
+                return []
+            content = [{"type": "text", "text": _format_mail(message)} for message in mail]
+            self._append(EntryKind.USER, {"content": content, "message_ids": [m.pk for m in mail]})
+            Message.objects.filter(pk__in=[m.pk for m in mail]).update(delivered_at=timezone.now())
+            return content
+
+    def on_text(self, chunk: str) -> None:
+        """Live streaming to the dashboard comes with the event log; nothing to store per chunk."""
+
+
+def _format_mail(message: Message) -> str:
+    if message.kind == MessageKind.CHILD_RESULT:
+        return message.body
+    if message.sender_id:
+        who = f"agent {message.sender_id} ({message.sender.role.name})"
+    elif message.sent_by_user_id:
+        who = f"{message.sent_by_user} (a person)"
+    else:
+        who = "the orchestrator"
+    return f"Message from {who}:\n\n{message.body}"
+
+
+class Heartbeat(threading.Thread):
+    """Extends the lease while the agent runs, and notices cancellation within about a second."""
+
+    def __init__(self, sink: AgentSink) -> None:
+        super().__init__(name=f"heartbeat-{sink.agent.pk}", daemon=True)
+        self.sink = sink
+        self.done = threading.Event()
+        self.renew_every = max(1.0, settings.ORCHESTRATOR_LEASE_SECONDS / 3)
+
+    def run(self) -> None:
+        last_renewal = 0.0
+        try:
+            while not self.done.wait(1.0 if last_renewal else 0.0):
+                last_renewal += 1.0
+                try:
+                    if last_renewal >= self.renew_every:
+                        last_renewal = 0.0
+                        self.sink.fence()
+                    elif not Agent.objects.filter(
+                        pk=self.sink.agent.pk, lease_token=self.sink.token, status=S.RUNNING
+                    ).exists():
+                        self.sink.stop.set()
+                except AgentStop:
+                    return
+                except Exception:
+                    log.exception("heartbeat of agent %s failed; will try again", self.sink.agent.pk)
+                last_renewal = max(last_renewal, 1.0)
+        finally:
+            connection.close()
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+
+class AgentRun:
+    def __init__(self, *, agent_id: int, token: uuid.UUID) -> None:
+        self.agent = Agent.objects.select_related("role", "project", "workspace", "parent").get(pk=agent_id)
+        self.token = token
+        self.sink = AgentSink(agent=self.agent, token=token)
+
+    def execute(self) -> None:
+        heartbeat = Heartbeat(self.sink)
+        heartbeat.start()
+        try:
+            if self.agent.attempts > settings.ORCHESTRATOR_MAX_ATTEMPTS:
+                self._fail(
+                    f"Gave up after {self.agent.attempts - 1} attempts: the worker running it stopped each time."
+                )
+                return
+            loop = self._build_loop()
+            while True:
+                final_text = loop.run()
+                if not self._end_of_turn(final_text):
+                    break
+        except Cancelled:
+            log.info("agent %s: cancelled", self.agent.pk)
+            self._commit_work(quietly=True)
+        except LeaseLost as exc:
+            log.warning("agent %s: %s; stopping without further writes", self.agent.pk, exc)
+        except (AgentStop, OrchestratorError, workspaces.WorkspaceError) as exc:
+            self._fail(str(exc))
+        except Exception as exc:
+            log.exception("agent %s: internal error", self.agent.pk)
+            self._fail(f"Internal error: {type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.finish()
+            close_old_connections()
+
+    def _build_loop(self) -> AgentLoop:
+        agent = self.agent
+        if self.sink.next_seq == 0:
+            self.sink.record_user([{"type": "text", "text": agent.task}])
+        entries = agent.transcript.order_by("seq").values_list("kind", "payload")
+        conversation = rebuild(entries)
+        workspace = agent.workspace
+        tools = toolbox_for(
+            agent_id=agent.pk,
+            parent_id=agent.parent_id,
+            worktree=Path(workspace.path),
+            tool_names=list(agent.role.tools),
+            roles=list(Role.objects.order_by("name").values_list("name", flat=True)),
+            should_stop=self.sink.should_stop,
+        )
+        model = AnthropicModel(
+            client=anthropic_client(), model=agent.model, max_tokens=settings.ORCHESTRATOR_MAX_TOKENS
+        )
+        return AgentLoop(
+            model=model,
+            tools=tools,
+            sink=self.sink,
+            system=system_prompt(agent, workspace, tool_names=list(tools.tools)),
+            messages=conversation.messages,
+            max_turns=agent.role.max_turns,
+            turns_taken=agent.turns,
+            interrupted=conversation.interrupted,
+        )
+
+    def _end_of_turn(self, final_text: str) -> bool:
+        """The model ended its turn. Returns True to go on (mail arrived meanwhile)."""
+        self._commit_work()
+        with transaction.atomic():
+            # Children finishing lock this row too, so they see our decision or we see their mail.
+            Agent.objects.select_for_update().filter(pk=self.agent.pk).first()
+            self.sink.fence()
+            if Message.objects.filter(recipient=self.agent, delivered_at__isnull=True).exists():
+                return True
+            unfinished = agents_unfinished_children(agent_id=self.agent.pk)
+            if unfinished:
+                waiting_for = ", ".join(f"#{pk}" for pk in unfinished)
+                agent_transition(
+                    agent_id=self.agent.pk,
+                    to=S.WAITING,
+                    reason=f"Waiting for agents {waiting_for} to finish.",
+                    lease_token=self.token,
+                    extra={"attempts": 0},
+                )
+                return False
+            agent_transition(
+                agent_id=self.agent.pk, to=S.COMPLETED, lease_token=self.token, extra={"result": final_text}
+            )
+            report_to_parent(agent=self.agent, status=S.COMPLETED, text=final_text)
+        return False
+
+    def _commit_work(self, *, quietly: bool = False) -> None:
+        workspace = self.agent.workspace
+        try:
+            head = workspaces.commit_all(
+                worktree=Path(workspace.path),
+                git_dir=Path(workspace.git_dir),
+                message=f"Agent {self.agent.pk} ({self.agent.role.name}): {_summary(self.agent.task)}",
+            )
+        except workspaces.WorkspaceError:
+            if quietly:
+                log.exception("agent %s: could not commit its work", self.agent.pk)
+                return
+            raise
+        if head:
+            Workspace.objects.filter(pk=workspace.pk).update(head_commit=head)
+
+    def _fail(self, reason: str) -> None:
+        try:
+            with transaction.atomic():
+                agent_transition(agent_id=self.agent.pk, to=S.FAILED, reason=reason, lease_token=self.token)
+                report_to_parent(agent=self.agent, status=S.FAILED, text=reason)
+        except InvalidTransition:
+            log.warning("agent %s: failed (%s) but no longer ours to mark", self.agent.pk, reason)
+
+
+def _summary(task: str) -> str:
+    first_line = task.strip().splitlines()[0] if task.strip() else "work"
+    return first_line[:72]
+
+
+def system_prompt(agent: Agent, workspace: Workspace, *, tool_names: list[str]) -> str:
+    parts = [
+        agent.role.system_prompt.strip(),
+        "## Where you work\n"
+        f"You are agent {agent.pk} ({agent.role.name}). You work in the git worktree at {workspace.path} "
+        f"on branch {workspace.branch}. File paths are relative to that directory or absolute inside "
+        "it; nothing outside it can be read or written. Everything you leave in the worktree is "
+        "committed on your branch when you finish.",
+    ]
+    if agent.parent_id:
+        parts.append(
+            f"You were spawned by agent {agent.parent_id}; your final reply is sent to it as your result."
+        )
+    if "SpawnAgent" in tool_names:
+        parts.append(
+            "Children you spawn start from your files as they are at that moment. After spawning, end "
+            "your turn: you wait without cost and are woken with every child's result once all have "
+            "finished."
+        )
+    parts.append("When you are done, reply with a short summary of what you did: that reply is your result.")
+    return "\n\n".join(parts)

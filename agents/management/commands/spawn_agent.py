@@ -1,0 +1,49 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.management.commands._common import run_service, wait_for_subtree
+from agents.models import AgentStatus
+from agents.services import agent_spawn
+
+
+class Command(BaseCommand):
+    help = "Spawn one agent and print its id. With --wait, block until it and its children finish."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--role", required=True, help="spec-writer, planner, implementer, ...")
+        parser.add_argument("--task", required=True, help="What the agent should do.")
+        parser.add_argument(
+            "--repo", help="Path of the git repository it works on (not needed with --parent)."
+        )
+        parser.add_argument("--parent", type=int, help="Id of the parent agent.")
+        parser.add_argument(
+            "--model", help="Model id (default: the role's, else ORCHESTRATOR_DEFAULT_MODEL)."
+        )
+        parser.add_argument("--wait", action="store_true", help="Wait for the agent and its descendants.")
+        parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds.")
+
+    def handle(self, *args, **options):
+        agent = run_service(
+            lambda: agent_spawn(
+                role=options["role"],
+                task=options["task"],
+                repo_path=options["repo"],
+                parent=options["parent"],
+                model=options["model"],
+            )
+        )
+        self.stdout.write(str(agent.pk))
+        if not options["wait"]:
+            return
+        agent = wait_for_subtree(agent, timeout=options["timeout"])
+        self.stdout.write(f"status: {agent.status}")
+        if agent.status_reason:
+            self.stdout.write(f"reason: {agent.status_reason}")
+        self.stdout.write(
+            f"tokens: {agent.input_tokens} in, {agent.output_tokens} out, "
+            f"{agent.cache_write_tokens} cache write, {agent.cache_read_tokens} cache read"
+        )
+        self.stdout.write(f"cost: ${agent.cost_usd}")
+        if agent.result:
+            self.stdout.write(f"result:\n{agent.result}")
+        if agent.status != AgentStatus.COMPLETED:
+            raise CommandError(f"Agent {agent.pk} {agent.status}: {agent.status_reason or 'no reason given'}")

@@ -1,0 +1,165 @@
+"""Projects, roles, agents and everything an agent leaves behind (workspace, transcript, mail)."""
+
+from django.conf import settings
+from django.db import models
+from tree_queries.models import TreeNode
+
+
+class Project(models.Model):
+    """A local git repository that agents work on."""
+
+    name = models.CharField(max_length=200)
+    repo_path = models.CharField(max_length=1000, unique=True, help_text="Absolute, symlinks resolved.")
+    base_branch = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.Model):
+    """What an agent is for: its system prompt and the tools it may use. Seeded by a migration."""
+
+    name = models.SlugField(max_length=50, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    system_prompt = models.TextField()
+    tools = models.JSONField(default=list, help_text="Names of the tools this role may use.")
+    default_model = models.CharField(max_length=100, blank=True, help_text="Blank: the site default.")
+    max_turns = models.PositiveIntegerField(default=60, help_text="Model calls per agent at most.")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AgentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # queued for a worker
+    RUNNING = "running", "Running"  # claimed by a worker holding a lease
+    WAITING = "waiting", "Waiting"  # holds no worker: for its children, a message, ...
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATUSES = (AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED)
+
+
+class Agent(TreeNode):
+    """One Claude agent. `parent` (from TreeNode) is the agent that spawned it.
+
+    Invariants: a RUNNING agent has a lease (token and expiry); the token totals equal the sum of
+    its `budgets.UsageRecord` rows (both are written in one transaction by the usage service).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="agents")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="agents")
+    task = models.TextField()
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=AgentStatus.choices, default=AgentStatus.PENDING)
+    status_reason = models.TextField(blank=True, help_text="Why it waits, failed or was cancelled.")
+    result = models.TextField(blank=True, help_text="The agent's final answer.")
+    spawned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Execution: who holds it. See agents.execution.
+    attempts = models.PositiveIntegerField(default=0, help_text="Claims by a worker so far.")
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    turns = models.PositiveIntegerField(default=0, help_text="Model calls made.")
+
+    # Totals kept in step with budgets.UsageRecord.
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["project", "created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status="running") | models.Q(lease_token__isnull=False),
+                name="running_agent_has_lease",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.role_id and self.role.name}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class Workspace(models.Model):
+    """The agent's git worktree and branch."""
+
+    agent = models.OneToOneField(Agent, on_delete=models.CASCADE, related_name="workspace")
+    path = models.CharField(max_length=1000)
+    git_dir = models.CharField(max_length=1000, help_text="Recorded at creation; the agent can't move it.")
+    branch = models.CharField(max_length=255)
+    base_commit = models.CharField(max_length=64, help_text="Where the branch started.")
+    head_commit = models.CharField(max_length=64, blank=True, help_text="Last commit made for the agent.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.branch
+
+
+class EntryKind(models.TextChoices):
+    USER = "user", "User message"  # the task, delivered mail, notes from the orchestrator
+    ASSISTANT = "assistant", "Model reply"  # one per model request, with its timing
+    TOOL_CALL = "tool_call", "Tool call started"
+    TOOL_RESULT = "tool_result", "Tool result"
+
+
+class TranscriptEntry(models.Model):
+    """One step of an agent's conversation, in order. The conversation is rebuilt from these."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="transcript")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=20, choices=EntryKind.choices)
+    payload = models.JSONField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["agent", "seq"]
+        constraints = [models.UniqueConstraint(fields=["agent", "seq"], name="transcript_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}:{self.seq} {self.kind}"
+
+
+class MessageKind(models.TextChoices):
+    MESSAGE = "message", "Message"
+    CHILD_RESULT = "child_result", "Child's result"
+
+
+class Message(models.Model):
+    """Mail to an agent: from another agent, a person, or a child's final result.
+
+    Delivered (as a user message on the recipient's next model request) exactly once:
+    `delivered_at` is set in the same transaction as the transcript entry that carries it.
+    """
+
+    recipient = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="inbox")
+    sender = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="outbox")
+    sent_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=20, choices=MessageKind.choices, default=MessageKind.MESSAGE)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["recipient", "delivered_at"])]
+
+    def __str__(self) -> str:
+        return f"to #{self.recipient_id}: {self.body[:40]}"

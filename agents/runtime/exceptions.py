@@ -1,0 +1,29 @@
+"""How a run ends early. Each carries the reason that is stored on the agent and shown to people."""
+
+
+class AgentStop(Exception):
+    """Base: the loop stops; `str(exc)` is the reason."""
+
+
+class Cancelled(AgentStop):
+    """A person or a parent cancelled the agent."""
+
+
+class LeaseLost(AgentStop):
+    """Another worker owns the agent now: write nothing more."""
+
+
+class LimitsExceeded(AgentStop):
+    """Max turns, wall clock, ... reached."""
+
+
+class ModelRefused(AgentStop):
+    """The model ended with stop_reason `refusal`."""
+
+
+class ModelError(AgentStop):
+    """The API refused the request for good (400/401/403/404...): retrying will not help."""
+
+
+class ModelUnavailable(AgentStop):
+    """The API kept failing (429/5xx/529, dropped connections) through every retry."""

@@ -1,0 +1,367 @@
+"""Writes of the agents app: projects, spawning, status transitions, mail and control.
+
+Running an agent in a worker lives in agents.execution; this module is what people, the CLI, the
+admin and the delegation tools call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents import workspaces
+from agents.errors import ConfigurationError, InvalidTransition, OrchestratorError
+from agents.models import (
+    FINISHED_STATUSES,
+    Agent,
+    AgentStatus,
+    Message,
+    MessageKind,
+    Project,
+    Role,
+    Workspace,
+)
+from agents.tasks import enqueue_agent_run
+
+S = AgentStatus
+# The only status changes there are. Anything else is refused with InvalidTransition.
+TRANSITIONS: dict[str, set[str]] = {
+    S.PENDING: {S.RUNNING, S.CANCELLED, S.FAILED},
+    S.RUNNING: {S.PENDING, S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED},
+    S.WAITING: {S.PENDING, S.CANCELLED, S.FAILED},
+    S.FAILED: {S.PENDING},
+    S.CANCELLED: {S.PENDING},
+    S.COMPLETED: set(),
+}
+
+
+def allowed_sources(target: str) -> set[str]:
+    return {source for source, targets in TRANSITIONS.items() if target in targets}
+
+
+def agent_transition(
+    *,
+    agent_id: int,
+    to: str,
+    reason: str = "",
+    lease_token: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Move an agent to `to` if the table allows it from its current status.
+
+    One conditional UPDATE, so two racing callers can't both succeed. With `lease_token`, only
+    the worker holding that lease may make the change (fencing).
+    """
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now, **(extra or {})}
+    if to != S.RUNNING:
+        fields |= {"lease_token": None, "lease_expires_at": None}
+    if to in FINISHED_STATUSES:
+        fields["finished_at"] = now
+    elif to == S.PENDING:
+        fields["finished_at"] = None
+    query = Agent.objects.filter(pk=agent_id, status__in=allowed_sources(to))
+    if lease_token is not None:
+        query = query.filter(lease_token=lease_token)
+    if query.update(**fields):
+        return
+    current = Agent.objects.filter(pk=agent_id).values_list("status", flat=True).first()
+    if current is None:
+        raise OrchestratorError(f"Agent {agent_id} does not exist.")
+    if lease_token is not None and current in allowed_sources(to):
+        raise InvalidTransition(f"Agent {agent_id} is held by another worker now.")
+    raise InvalidTransition(
+        f"Agent {agent_id} is {current}; it cannot become {to} "
+        f"(only from {', '.join(sorted(allowed_sources(to))) or 'nowhere'})."
+    )
+
+
+# --- Projects and spawning ------------------------------------------------------------------
+
+
+def project_for_repo(*, repo_path: str) -> Project:
+    """The project for a local git repository, created on first use."""
+    try:
+        info = workspaces.inspect_repo(repo_path)
+    except workspaces.WorkspaceError as exc:
+        raise OrchestratorError(str(exc)) from None
+    project, _ = Project.objects.get_or_create(
+        repo_path=str(info.path), defaults={"name": info.path.name, "base_branch": info.branch}
+    )
+    return project
+
+
+def check_model_access() -> None:
+    """Spawning needs somewhere to send requests; say plainly how to configure it."""
+    if not (settings.ANTHROPIC_API_KEY or settings.ANTHROPIC_BASE_URL):
+        raise ConfigurationError(
+            "No model access configured: set ANTHROPIC_API_KEY to an Anthropic API key (or "
+            "ANTHROPIC_BASE_URL to an Anthropic-compatible endpoint) in the environment of the web "
+            "and worker processes, then restart them."
+        )
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """A validated request to spawn one agent."""
+
+    role: Role
+    task: str
+    project: Project
+    parent: Agent | None
+    model: str
+
+
+def spawn_request_validate(
+    *,
+    role: str,
+    task: str,
+    repo_path: str | None = None,
+    parent: Agent | int | None = None,
+    model: str | None = None,
+) -> SpawnRequest:
+    """Check everything a spawn needs without creating anything."""
+    task = (task or "").strip()
+    if not task:
+        raise OrchestratorError("The task is empty: say what the agent should do.")
+    role_obj = Role.objects.filter(name=role).first()
+    if role_obj is None:
+        known = ", ".join(Role.objects.order_by("name").values_list("name", flat=True))
+        raise OrchestratorError(f"Unknown role {role!r}. Roles: {known}.")
+    if isinstance(parent, int | str) and not isinstance(parent, Agent):
+        parent_obj = Agent.objects.select_related("project").filter(pk=int(parent)).first()
+        if parent_obj is None:
+            raise OrchestratorError(f"Parent agent {parent} does not exist.")
+        parent = parent_obj
+    if parent is not None:
+        if parent.is_finished:
+            raise OrchestratorError(f"Parent agent {parent.pk} is {parent.status}; it can't take children.")
+        project = parent.project
+        if repo_path and Path(repo_path).expanduser().resolve() != Path(project.repo_path):
+            raise OrchestratorError(f"A child works on its parent's repository ({project.repo_path}).")
+    elif repo_path:
+        project = project_for_repo(repo_path=repo_path)
+    else:
+        raise OrchestratorError("Say which repository the agent works on (--repo PATH).")
+    model = (model or "").strip() or role_obj.default_model or settings.ORCHESTRATOR_DEFAULT_MODEL
+    return SpawnRequest(role=role_obj, task=task, project=project, parent=parent, model=model)
+
+
+def agent_spawn(
+    *,
+    role: str,
+    task: str,
+    repo_path: str | None = None,
+    parent: Agent | int | None = None,
+    model: str | None = None,
+    spawned_by: AbstractBaseUser | None = None,
+    commit_parent_work: bool = False,
+) -> Agent:
+    """Create an agent with its worktree and queue its first run once the transaction commits.
+
+    `commit_parent_work`: commit what the parent has written so far first, so the child starts
+    from it. Only the parent's own worker may ask for that (one writer per worktree).
+    """
+    check_model_access()
+    request = spawn_request_validate(role=role, task=task, repo_path=repo_path, parent=parent, model=model)
+    return _create_agents([request], spawned_by=spawned_by, commit_parent_work=commit_parent_work)[0]
+
+
+def agents_spawn_batch(
+    *, entries: Iterable[Mapping[str, Any]], spawned_by: AbstractBaseUser | None = None
+) -> list[Agent]:
+    """Spawn many agents: every entry is validated before any is created; all or nothing."""
+    check_model_access()
+    requests = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping):
+            raise OrchestratorError(
+                f"Entry {number}: expected a mapping of fields, got {type(entry).__name__}."
+            )
+        unknown = set(entry) - {"role", "task", "repo", "parent", "model"}
+        if unknown:
+            raise OrchestratorError(
+                f"Entry {number}: unknown field(s) {', '.join(sorted(map(str, unknown)))}."
+            )
+        try:
+            requests.append(
+                spawn_request_validate(
+                    role=str(entry.get("role") or ""),
+                    task=str(entry.get("task") or ""),
+                    repo_path=entry.get("repo"),
+                    parent=entry.get("parent"),
+                    model=entry.get("model"),
+                )
+            )
+        except OrchestratorError as exc:
+            raise OrchestratorError(f"Entry {number}: {exc}") from None
+    if not requests:
+        raise OrchestratorError("The batch is empty.")
+    return _create_agents(requests, spawned_by=spawned_by)
+
+
+def _create_agents(
+    requests: list[SpawnRequest], *, spawned_by: AbstractBaseUser | None, commit_parent_work: bool = False
+) -> list[Agent]:
+    created: list[Agent] = []
+    worktrees: list[Path] = []
+    try:
+        with transaction.atomic():
+            for request in requests:
+                agent = Agent.objects.create(
+                    parent=request.parent,
+                    project=request.project,
+                    role=request.role,
+                    task=request.task,
+                    model=request.model,
+                    spawned_by=spawned_by,
+                )
+                worktrees.append(Path(_workspace_create(agent, commit_parent_work=commit_parent_work).path))
+                transaction.on_commit(lambda agent_id=agent.pk: enqueue_agent_run(agent_id=agent_id))
+                created.append(agent)
+    except workspaces.WorkspaceError as exc:
+        for path in worktrees:
+            workspaces.remove_worktree_quietly(path)
+        raise OrchestratorError(str(exc)) from None
+    return created
+
+
+def _workspace_create(agent: Agent, *, commit_parent_work: bool) -> Workspace:
+    project = agent.project
+    repo = Path(project.repo_path)
+    if agent.parent_id:
+        parent_ws = agent.parent.workspace
+        if commit_parent_work:
+            head = workspaces.commit_all(
+                worktree=Path(parent_ws.path),
+                git_dir=Path(parent_ws.git_dir),
+                message=f"Agent {agent.parent_id}: work in progress before spawning agent {agent.pk}",
+            )
+            if head:
+                Workspace.objects.filter(pk=parent_ws.pk).update(head_commit=head)
+        start_point = parent_ws.branch
+    else:
+        start_point = project.base_branch
+    path = settings.ORCHESTRATOR_WORKTREES_DIR / f"project-{project.pk}" / f"agent-{agent.pk}"
+    tree = workspaces.create_worktree(
+        repo=repo, path=path, branch=workspaces.branch_name(agent.pk, agent.task), start_point=start_point
+    )
+    return Workspace.objects.create(
+        agent=agent,
+        path=str(tree.path),
+        git_dir=str(tree.git_dir),
+        branch=tree.branch,
+        base_commit=tree.base_commit,
+    )
+
+
+# --- Mail -----------------------------------------------------------------------------------
+
+
+def message_send(
+    *,
+    recipient: Agent | int,
+    body: str,
+    sender: Agent | None = None,
+    sent_by_user: AbstractBaseUser | None = None,
+    kind: str = MessageKind.MESSAGE,
+) -> Message:
+    """Leave mail for an agent; it arrives with its next model request, waking it if it waits."""
+    body = (body or "").strip()
+    if not body:
+        raise OrchestratorError("The message is empty.")
+    recipient_id = recipient.pk if isinstance(recipient, Agent) else int(recipient)
+    recipient_status = Agent.objects.filter(pk=recipient_id).values_list("status", flat=True).first()
+    if recipient_status is None:
+        raise OrchestratorError(f"Agent {recipient_id} does not exist.")
+    if kind == MessageKind.MESSAGE and recipient_status in FINISHED_STATUSES:
+        raise OrchestratorError(f"Agent {recipient_id} is {recipient_status}; it will not read messages.")
+    with transaction.atomic():
+        message = Message.objects.create(
+            recipient_id=recipient_id, sender=sender, sent_by_user=sent_by_user, kind=kind, body=body
+        )
+        agent_wake_if_ready(agent_id=recipient_id)
+    return message
+
+
+def agent_wake_if_ready(*, agent_id: int) -> bool:
+    """Queue a waiting agent again if it has something to act on.
+
+    It wakes for a direct message at once; children's results it gets together, once none of
+    its children is still working. Call inside the transaction that made the change.
+    """
+    # Lock the row whatever its status: a parent deciding to wait holds this lock, and we must
+    # see its decision (PostgreSQL would skip a row whose old version doesn't match a filter).
+    agent = Agent.objects.select_for_update().filter(pk=agent_id).first()
+    if agent is None or agent.status != S.WAITING:
+        return False
+    unfinished = Agent.objects.filter(parent_id=agent_id).exclude(status__in=FINISHED_STATUSES).exists()
+    direct = Message.objects.filter(
+        recipient_id=agent_id, delivered_at__isnull=True, kind=MessageKind.MESSAGE
+    )
+    if unfinished and not direct.exists():
+        return False
+    agent_transition(agent_id=agent_id, to=S.PENDING, extra={"attempts": 0})
+    transaction.on_commit(lambda: enqueue_agent_run(agent_id=agent_id))
+    return True
+
+
+def report_to_parent(*, agent: Agent, status: str, text: str) -> None:
+    """Send a finished agent's outcome to its parent as mail (inside the finishing transaction)."""
+    if agent.parent_id is None:
+        return
+    body = f"Agent {agent.pk} ({agent.role.name}) finished: {status}.\n\n{text or '(no result text)'}"
+    Message.objects.create(
+        recipient_id=agent.parent_id, sender=agent, kind=MessageKind.CHILD_RESULT, body=body
+    )
+    agent_wake_if_ready(agent_id=agent.parent_id)
+
+
+# --- Control --------------------------------------------------------------------------------
+
+
+def agent_cancel(*, agent: Agent, subtree: bool = False, reason: str = "Cancelled by a person.") -> list[int]:
+    """Cancel an agent (and with `subtree`, its unfinished descendants). Returns the ids cancelled.
+
+    A running agent's worker sees the change at its next step and stops there.
+    """
+    targets = list(agent.descendants(include_self=True)) if subtree else [agent]
+    cancelled = []
+    with transaction.atomic():
+        for target in targets:
+            if target.pk != agent.pk and target.status in FINISHED_STATUSES:
+                continue
+            agent_transition(agent_id=target.pk, to=S.CANCELLED, reason=reason)
+            cancelled.append(target.pk)
+            target.refresh_from_db()
+            report_to_parent(agent=target, status=S.CANCELLED, text=reason)
+    return cancelled
+
+
+def agent_retry(*, agent: Agent) -> None:
+    """Queue a failed or cancelled agent again; it resumes from its transcript."""
+    with transaction.atomic():
+        agent_transition(agent_id=agent.pk, to=S.PENDING, reason="Retried.", extra={"attempts": 0})
+        transaction.on_commit(lambda: enqueue_agent_run(agent_id=agent.pk))
+
+
+def lease_expiry() -> Any:
+    return timezone.now() + timedelta(seconds=settings.ORCHESTRATOR_LEASE_SECONDS)
+
+
+def agents_unfinished_children(*, agent_id: int) -> list[int]:
+    return list(
+        Agent.objects.filter(parent_id=agent_id)
+        .filter(~Q(status__in=FINISHED_STATUSES))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

@@ -1,0 +1,3 @@
+"""Websocket routes. Live agent events arrive with the event-log issue."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,179 @@
+"""Settings, from the environment only.
+
+Embedded default: SQLite in the data dir, django-q2's ORM broker, the in-memory channel layer.
+Hosted: DATABASE_URL (PostgreSQL) and REDIS_URL (channel layer and django-q2 broker).
+"""
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+DATA_DIR = Path(env.str("ORCHESTRATOR_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment; for local use (DEBUG on) one generated once and kept."""
+    if key := env.str("SECRET_KEY", default=""):
+        return key
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (for local use, set DEBUG=true and one is generated)."
+        )
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "django_q",
+    "agents",
+    "budgets",
+    "workflows",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "orchestrator.urls"
+ASGI_APPLICATION = "orchestrator.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+EMBEDDED = "DATABASE_URL" not in env
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web process read while a worker writes; IMMEDIATE takes the write lock at
+        # BEGIN so two writers queue on busy_timeout instead of failing with "database is locked".
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # A file, not :memory:, so worker subprocesses started by the tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, channels and the task queue -----------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# One run of an agent (until it completes, waits or fails) is one django-q2 task. The database
+# lease on the agent row, not the queue, decides who runs it: a redelivered task finds the agent
+# claimed and does nothing. See docs/architecture.md.
+QUEUE_WORKERS = env.int("ORCHESTRATOR_WORKERS", default=4)
+TASK_TIMEOUT = env.int("ORCHESTRATOR_TASK_TIMEOUT", default=6 * 3600)
+_queue_limit = max(1, QUEUE_WORKERS)
+Q_CLUSTER = {
+    "name": env.str("ORCHESTRATOR_QUEUE_NAME", default="orchestrator"),
+    "workers": QUEUE_WORKERS,
+    "timeout": TASK_TIMEOUT,
+    # The ORM broker's lease starts at prefetch, so retry must cover timeout plus time queued.
+    "retry": TASK_TIMEOUT * (1 + _queue_limit // QUEUE_WORKERS) + 60,
+    "queue_limit": _queue_limit,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": env.float("ORCHESTRATOR_QUEUE_POLL", default=0.05),
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Agents ---------------------------------------------------------------------------------
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
+ORCHESTRATOR_DEFAULT_MODEL = env.str("ORCHESTRATOR_DEFAULT_MODEL", default="claude-sonnet-4-5")
+ORCHESTRATOR_MAX_TOKENS = env.int("ORCHESTRATOR_MAX_TOKENS", default=8192)
+ORCHESTRATOR_WORKTREES_DIR = Path(
+    env.str("ORCHESTRATOR_WORKTREES_DIR", default=str(DATA_DIR / "worktrees"))
+).resolve()
+# How long a worker's claim on an agent lasts without a heartbeat.
+ORCHESTRATOR_LEASE_SECONDS = env.int("ORCHESTRATOR_LEASE_SECONDS", default=30)
+ORCHESTRATOR_MAX_ATTEMPTS = env.int("ORCHESTRATOR_MAX_ATTEMPTS", default=3)
+
+# --- Auth, static, i18n ---------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:agents"
+LOGOUT_REDIRECT_URL = "login"
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "httpx2": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "anthropic": {"level": "WARNING"},
+        "django_q": {"level": env.str("QUEUE_LOG_LEVEL", default="WARNING")},
+    },
+}

@@ -1,0 +1,1 @@
+"""Workflows (spec -> plan -> implement -> test -> review -> commit) come in a later issue."""
