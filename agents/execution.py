@@ -173,7 +173,7 @@ class AgentSink:
         with transaction.atomic():
             self.fence()
             mail = list(
-                Message.objects.select_for_update()
+                Message.objects.select_for_update(of=("self",))
                 .filter(recipient=self.agent, delivered_at__isnull=True)
                 .select_related("sender__role", "sent_by_user")
             )
