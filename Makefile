@@ -19,13 +19,13 @@ install: $(STAMP)
 # Local use runs with DEBUG on unless told otherwise (a secret key is generated in the data dir).
 run: export DEBUG ?= true
 run: install
-	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py migrate --noinput --verbosity 0
 	$(BIN)/python manage.py ensure_admin
 	@echo ""
 	@echo "  Orchestrator is starting at http://127.0.0.1:$(PORT)/  (admin: http://127.0.0.1:$(PORT)/admin/)"
 	@echo "  Stop with Ctrl-C."
 	@echo ""
-	ORCHESTRATOR_PORT=$(PORT) $(BIN)/honcho start
+	PATH="$(abspath $(BIN)):$$PATH" ORCHESTRATOR_PORT=$(PORT) $(BIN)/honcho start
 
 test: install
 	$(BIN)/pytest

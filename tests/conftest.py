@@ -114,10 +114,8 @@ class Workers:
                 proc.terminate()  # the sentinel stops its own workers; signalling them all confuses it
         deadline = time.monotonic() + 10
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
             proc.wait()
