@@ -14,7 +14,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=False)
+# Embedded mode (no DATABASE_URL) is local use: DEBUG defaults on. Hosted mode defaults it off.
+EMBEDDED = "DATABASE_URL" not in env
+DEBUG = env.bool("DEBUG", default=EMBEDDED)
 DATA_DIR = Path(env.str("ORCHESTRATOR_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -25,7 +27,7 @@ def _secret_key() -> str:
         return key
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off (for local use, set DEBUG=true and one is generated)."
+            "SECRET_KEY must be set when DEBUG is off (for local use, DEBUG=true generates and keeps one)."
         )
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
@@ -86,7 +88,6 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-EMBEDDED = "DATABASE_URL" not in env
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
