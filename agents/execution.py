@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,9 @@ class AgentSink:
             return Cancelled(row.get("status_reason") or "Cancelled.")
         return LeaseLost(f"Agent {self.agent.pk}: another worker holds the lease now.")
 
+    def holds_lease(self) -> bool:
+        return Agent.objects.filter(pk=self.agent.pk, lease_token=self.token, status=S.RUNNING).exists()
+
     def check_control(self) -> None:
         with transaction.atomic():
             self.fence()
@@ -201,7 +205,13 @@ def _format_mail(message: Message) -> str:
 
 
 class Heartbeat(threading.Thread):
-    """Extends the lease while the agent runs, and notices cancellation within about a second."""
+    """Extends the lease while the agent runs, and notices a cancel within about a second.
+
+    When the agent is cancelled or the lease is lost it sets `sink.stop`, which a running Bash
+    command polls, so even a long command stops promptly.
+    """
+
+    CONTROL_POLL_SECONDS = 1.0
 
     def __init__(self, sink: AgentSink) -> None:
         super().__init__(name=f"heartbeat-{sink.agent.pk}", daemon=True)
@@ -210,23 +220,20 @@ class Heartbeat(threading.Thread):
         self.renew_every = max(1.0, settings.ORCHESTRATOR_LEASE_SECONDS / 3)
 
     def run(self) -> None:
-        last_renewal = 0.0
+        next_renewal = time.monotonic() + self.renew_every
         try:
-            while not self.done.wait(1.0 if last_renewal else 0.0):
-                last_renewal += 1.0
+            while not self.done.wait(self.CONTROL_POLL_SECONDS):
                 try:
-                    if last_renewal >= self.renew_every:
-                        last_renewal = 0.0
+                    if time.monotonic() >= next_renewal:
                         self.sink.fence()
-                    elif not Agent.objects.filter(
-                        pk=self.sink.agent.pk, lease_token=self.sink.token, status=S.RUNNING
-                    ).exists():
+                        next_renewal = time.monotonic() + self.renew_every
+                    elif not self.sink.holds_lease():
                         self.sink.stop.set()
+                        return
                 except AgentStop:
                     return
                 except Exception:
-                    log.exception("heartbeat of agent %s failed; will try again", self.sink.agent.pk)
-                last_renewal = max(last_renewal, 1.0)
+                    log.exception("heartbeat of agent %s failed; trying again", self.sink.agent.pk)
         finally:
             connection.close()
 

@@ -12,6 +12,8 @@ PRICES = [
     # prefix, family, input, write 5m, write 1h, read, output
     ("claude-opus-5-5", "opus", "4", "5", "8", "0.20", "20"),
     ("claude-opus-5", "opus", "5", "6.25", "10", "0.50", "25"),
+    ("claude-opus-4-8", "opus", "5", "6.25", "10", "0.50", "25"),
+    ("claude-opus-4-7", "opus", "5", "6.25", "10", "0.50", "25"),
     ("claude-opus-4-6", "opus", "5", "6.25", "10", "0.50", "25"),
     ("claude-opus-4-5", "opus", "5", "6.25", "10", "0.50", "25"),
     ("claude-sonnet-5-5", "sonnet", "2", "2.50", "4", "0.20", "10"),

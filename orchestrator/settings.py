@@ -141,7 +141,7 @@ else:
 # --- Agents ---------------------------------------------------------------------------------
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
-ORCHESTRATOR_DEFAULT_MODEL = env.str("ORCHESTRATOR_DEFAULT_MODEL", default="claude-sonnet-4-5")
+ORCHESTRATOR_DEFAULT_MODEL = env.str("ORCHESTRATOR_DEFAULT_MODEL", default="claude-sonnet-5-5")
 ORCHESTRATOR_MAX_TOKENS = env.int("ORCHESTRATOR_MAX_TOKENS", default=8192)
 ORCHESTRATOR_WORKTREES_DIR = Path(
     env.str("ORCHESTRATOR_WORKTREES_DIR", default=str(DATA_DIR / "worktrees"))
@@ -157,6 +157,7 @@ LOGOUT_REDIRECT_URL = "login"
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing one before collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 

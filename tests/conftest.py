@@ -152,3 +152,22 @@ def wait_for(predicate, *, timeout: float = 30, interval: float = 0.1, message: 
             return value
         time.sleep(interval)
     raise AssertionError(f"Timed out after {timeout} s waiting for {message}")
+
+
+@pytest.fixture
+def agents_env(transactional_db, seeded, fake_anthropic, worktrees_dir):
+    """Everything an agent needs to run in this process (no worker): for focused tests."""
+    from agents.execution import anthropic_client
+
+    anthropic_client.cache_clear()  # the client reads the fake server's URL from settings
+    yield fake_anthropic
+    anthropic_client.cache_clear()
+
+
+def run_here(agent):
+    """Run one agent in the test process, as a worker would, and return it refreshed."""
+    from agents.execution import agent_run
+
+    agent_run(agent_id=agent.pk)
+    agent.refresh_from_db()
+    return agent
