@@ -724,3 +724,36 @@ def _pieces(s: str) -> list[str]:
 
 def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
+
+
+def _demo_turns() -> list[TurnEntry]:
+    """Any task: write NOTES.md quoting it, then say so. Enough to watch a run end to end."""
+
+    def write_notes(body: dict[str, Any]) -> Turn:
+        first = body["messages"][0]["content"]
+        task = first if isinstance(first, str) else " ".join(b.get("text", "") for b in first)
+        return Turn(
+            [
+                text("I'll note the task down."),
+                tool_use("Write", {"file_path": "NOTES.md", "content": f"# Task\n\n{task}\n"}),
+            ]
+        )
+
+    return [write_notes, Turn([text("Wrote NOTES.md with the task. (This reply came from the fake API.)")])]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Run the fake Messages API with a demo script, for trying Orchestrator without a key."
+    )
+    parser.add_argument("--port", type=int, default=8787)
+    port = parser.parse_args().port
+    fake = FakeAnthropic(port=port).start()
+    fake.script("", _demo_turns())
+    print(f"Fake Anthropic API on {fake.base_url} (test infrastructure, not a model). Ctrl-C stops it.")
+    print(f"Use it with: ANTHROPIC_BASE_URL={fake.base_url} ANTHROPIC_API_KEY=fake make run")
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+    fake.stop()
