@@ -227,9 +227,12 @@ class FakeAnthropic:
     # Scripting
 
     def script(self, match: str, turns: list[TurnEntry]) -> None:
-        """Register (or replace) the conversation whose first user message contains `match`."""
-        if not match:
-            raise ValueError("match must be a non-empty string")
+        """Register (or replace) the conversation whose first user message contains `match`.
+
+        An empty `match` is a catch-all: it loses to every other script that matches.
+        """
+        if not isinstance(match, str):
+            raise ValueError("match must be a string")
         with self._lock:
             self._scripts[match] = list(turns)
             self._attempts = {key: n for key, n in self._attempts.items() if key[0] != match}
