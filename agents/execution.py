@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +41,21 @@ from agents.models import (
     Workspace,
 )
 from agents.runtime.anthropic_model import AnthropicModel
-from agents.runtime.exceptions import AgentStop, Cancelled, LeaseLost
-from agents.runtime.loop import AgentLoop
+from agents.runtime.exceptions import AgentStop, Cancelled, LeaseLost, ModelUnavailable, Paused, Shutdown
+from agents.runtime.loop import AgentLoop, Limits
 from agents.runtime.protocols import ModelReply
 from agents.runtime.transcript import rebuild
 from agents.services import agent_transition, agents_unfinished_children, lease_expiry, report_to_parent
+from agents.tasks import enqueue_agent_run
 from agents.tools.base import ToolResult
 from agents.tools.registry import toolbox_for
+from agents.tools.shell import kill_processes_in
 from budgets.services import usage_record
 
 log = logging.getLogger(__name__)
 S = AgentStatus
+HOST = socket.gethostname()
+PARK_MAX_SECONDS = 600
 
 
 def agent_run(*, agent_id: int) -> None:
@@ -70,6 +79,7 @@ def agent_claim(*, agent_id: int) -> uuid.UUID | None:
         lease_token=token,
         lease_expires_at=lease_expiry(),
         attempts=F("attempts") + 1,
+        worker=f"{HOST}:{os.getpid()}",
         started_at=Coalesce(F("started_at"), Value(now)),
         updated_at=now,
     )
@@ -82,7 +92,7 @@ def anthropic_client() -> anthropic.Anthropic:
     return anthropic.Anthropic(
         api_key=settings.ANTHROPIC_API_KEY or "no-key-configured",
         base_url=settings.ANTHROPIC_BASE_URL or None,
-        max_retries=3,
+        max_retries=2,
     )
 
 
@@ -94,28 +104,55 @@ class AgentSink:
         self.token = token
         last = agent.transcript.aggregate(last=Max("seq"))["last"]
         self.next_seq = 0 if last is None else last + 1
-        self.stop = threading.Event()  # set by the heartbeat when cancelled or the lease is lost
+        # Set when the run must stop (cancel, pause, lost lease, shutdown); Bash and the model
+        # stream poll it, and `on_stop` callbacks (closing the stream) run when it is set.
+        self.stop = threading.Event()
+        self.shutting_down = False
+        self.on_stop: list[Callable[[], None]] = []
 
     # --- fencing and control ---
+    def request_stop(self, *, shutdown: bool = False) -> None:
+        self.shutting_down = self.shutting_down or shutdown
+        self.stop.set()
+        for callback in self.on_stop:
+            callback()
+
+    def raise_if_stopped(self) -> None:
+        """Cheap (no query unless a stop was requested): called between stream events."""
+        if self.stop.is_set():
+            raise self._why_stopped()
+
     def fence(self) -> None:
         """Extend our lease if we still hold it; otherwise raise why we must stop."""
+        if self.shutting_down:
+            raise Shutdown("The worker is shutting down.")
         held = Agent.objects.filter(pk=self.agent.pk, lease_token=self.token, status=S.RUNNING).update(
             lease_expires_at=lease_expiry()
         )
         if not held:
-            self.stop.set()
+            self.request_stop()
             raise self._why_stopped()
 
     def _why_stopped(self) -> AgentStop:
-        row = Agent.objects.filter(pk=self.agent.pk).values("status", "status_reason").first() or {}
+        if self.shutting_down:
+            return Shutdown("The worker is shutting down.")
+        row = (
+            Agent.objects.filter(pk=self.agent.pk).values("status", "status_reason", "lease_token").first()
+            or {}
+        )
         if row.get("status") == S.CANCELLED:
             return Cancelled(row.get("status_reason") or "Cancelled.")
+        if row.get("status") == S.PAUSED:
+            return Paused(row.get("status_reason") or "Paused.")
+        if row.get("status") == S.RUNNING and row.get("lease_token") == self.token:
+            return LeaseLost("Stopped for an unknown reason while still holding the lease.")
         return LeaseLost(f"Agent {self.agent.pk}: another worker holds the lease now.")
 
     def holds_lease(self) -> bool:
         return Agent.objects.filter(pk=self.agent.pk, lease_token=self.token, status=S.RUNNING).exists()
 
     def check_control(self) -> None:
+        self.raise_if_stopped()
         with transaction.atomic():
             self.fence()
 
@@ -149,7 +186,7 @@ class AgentSink:
             usage_record(
                 agent=self.agent, entry=entry, model=reply.model or self.agent.model, usage=reply.usage
             )
-            Agent.objects.filter(pk=self.agent.pk).update(turns=F("turns") + 1)
+            Agent.objects.filter(pk=self.agent.pk).update(turns=F("turns") + 1, api_failures=0)
 
     def record_tool_call(self, tool_use: dict[str, Any]) -> None:
         with transaction.atomic():
@@ -205,30 +242,29 @@ def _format_mail(message: Message) -> str:
 
 
 class Heartbeat(threading.Thread):
-    """Extends the lease while the agent runs, and notices a cancel within about a second.
+    """Extends the lease while the agent runs, and notices a cancel or pause within a poll.
 
-    When the agent is cancelled or the lease is lost it sets `sink.stop`, which a running Bash
-    command polls, so even a long command stops promptly.
+    When the agent is cancelled, paused or the lease is lost it asks the sink to stop, which
+    closes a model stream in flight and makes a running Bash command kill its process group.
     """
-
-    CONTROL_POLL_SECONDS = 1.0
 
     def __init__(self, sink: AgentSink) -> None:
         super().__init__(name=f"heartbeat-{sink.agent.pk}", daemon=True)
         self.sink = sink
         self.done = threading.Event()
-        self.renew_every = max(1.0, settings.ORCHESTRATOR_LEASE_SECONDS / 3)
+        self.poll = settings.ORCHESTRATOR_CONTROL_POLL_SECONDS
+        self.renew_every = max(self.poll, settings.ORCHESTRATOR_LEASE_SECONDS / 3)
 
     def run(self) -> None:
         next_renewal = time.monotonic() + self.renew_every
         try:
-            while not self.done.wait(self.CONTROL_POLL_SECONDS):
+            while not self.done.wait(self.poll):
                 try:
                     if time.monotonic() >= next_renewal:
                         self.sink.fence()
                         next_renewal = time.monotonic() + self.renew_every
                     elif not self.sink.holds_lease():
-                        self.sink.stop.set()
+                        self.sink.request_stop()
                         return
                 except AgentStop:
                     return
@@ -251,12 +287,17 @@ class AgentRun:
     def execute(self) -> None:
         heartbeat = Heartbeat(self.sink)
         heartbeat.start()
+        started = time.monotonic()
+        restore_sigterm = self._checkpoint_on_sigterm()
         try:
             if self.agent.attempts > settings.ORCHESTRATOR_MAX_ATTEMPTS:
                 self._fail(
                     f"Gave up after {self.agent.attempts - 1} attempts: the worker running it stopped each time."
                 )
                 return
+            if self.agent.attempts > 1:
+                # The last run ended without a clean release: stop what it may have left running.
+                kill_processes_in(Path(self.agent.workspace.path))
             loop = self._build_loop()
             while True:
                 final_text = loop.run()
@@ -265,8 +306,14 @@ class AgentRun:
         except Cancelled:
             log.info("agent %s: cancelled", self.agent.pk)
             self._commit_work(quietly=True)
+        except Paused:
+            log.info("agent %s: paused", self.agent.pk)
+        except Shutdown:
+            self._release("The worker running it shut down; queued again.")
         except LeaseLost as exc:
             log.warning("agent %s: %s; stopping without further writes", self.agent.pk, exc)
+        except ModelUnavailable as exc:
+            self._park(str(exc))
         except (AgentStop, OrchestratorError, workspaces.WorkspaceError) as exc:
             self._fail(str(exc))
         except Exception as exc:
@@ -274,7 +321,26 @@ class AgentRun:
             self._fail(f"Internal error: {type(exc).__name__}: {exc}")
         finally:
             heartbeat.finish()
+            Agent.objects.filter(pk=self.agent.pk).update(
+                run_seconds=F("run_seconds") + time.monotonic() - started
+            )
             close_old_connections()
+            restore_sigterm()
+
+    def _checkpoint_on_sigterm(self) -> Callable[[], None]:
+        """While this agent runs, SIGTERM stops it at once and releases it for another worker;
+        afterwards the signal is delivered again to whatever handled it before (django-q2's
+        workers: the default, so the process then exits as asked)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: self.sink.request_stop(shutdown=True))
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+            if self.sink.shutting_down:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return restore
 
     def _build_loop(self) -> AgentLoop:
         agent = self.agent
@@ -292,21 +358,31 @@ class AgentRun:
             should_stop=self.sink.should_stop,
         )
         model = AnthropicModel(
-            client=anthropic_client(), model=agent.model, max_tokens=settings.ORCHESTRATOR_MAX_TOKENS
+            client=anthropic_client(),
+            model=agent.model,
+            max_tokens=settings.ORCHESTRATOR_MAX_TOKENS,
+            retry_seconds=settings.ORCHESTRATOR_API_RETRY_SECONDS,
+            check_stop=self.sink.raise_if_stopped,
+            wait=self.sink.stop.wait,
         )
+        self.sink.on_stop.append(model.abort)
         return AgentLoop(
             model=model,
             tools=tools,
             sink=self.sink,
             system=system_prompt(agent, workspace, tool_names=list(tools.tools)),
             messages=conversation.messages,
-            max_turns=agent.role.max_turns,
+            limits=Limits(
+                max_turns=agent.role.max_turns,
+                run_seconds_left=agent.role.max_run_seconds - agent.run_seconds,
+            ),
             turns_taken=agent.turns,
             interrupted=conversation.interrupted,
         )
 
     def _end_of_turn(self, final_text: str) -> bool:
         """The model ended its turn. Returns True to go on (mail arrived meanwhile)."""
+        self.sink.check_control()  # a worker that lost the agent must not commit into its worktree
         self._commit_work()
         with transaction.atomic():
             # Children finishing lock this row too, so they see our decision or we see their mail.
@@ -346,6 +422,37 @@ class AgentRun:
             raise
         if head:
             Workspace.objects.filter(pk=workspace.pk).update(head_commit=head)
+
+    def _release(self, reason: str) -> None:
+        """Hand the agent back to the queue at once (clean: its attempt does not count)."""
+        try:
+            with transaction.atomic():
+                agent_transition(
+                    agent_id=self.agent.pk,
+                    to=S.PENDING,
+                    reason=reason,
+                    lease_token=self.token,
+                    extra={"attempts": 0},
+                )
+                transaction.on_commit(lambda: enqueue_agent_run(agent_id=self.agent.pk))
+        except InvalidTransition:
+            log.warning("agent %s: could not release it (%s); the reaper will", self.agent.pk, reason)
+
+    def _park(self, reason: str) -> None:
+        """The API is unavailable: wait without a worker and try again later, backing off."""
+        failures = self.agent.api_failures + 1
+        delay = min(PARK_MAX_SECONDS, settings.ORCHESTRATOR_PARK_SECONDS * 2 ** (failures - 1))
+        wake_at = timezone.now() + timedelta(seconds=delay)
+        try:
+            agent_transition(
+                agent_id=self.agent.pk,
+                to=S.WAITING,
+                reason=f"{reason}. Parked; trying again at {wake_at:%H:%M:%S} UTC.",
+                lease_token=self.token,
+                extra={"wake_at": wake_at, "api_failures": failures, "attempts": 0},
+            )
+        except InvalidTransition:
+            log.warning("agent %s: could not park it (%s)", self.agent.pk, reason)
 
     def _fail(self, reason: str) -> None:
         try:

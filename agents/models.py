@@ -26,6 +26,9 @@ class Role(models.Model):
     tools = models.JSONField(default=list, help_text="Names of the tools this role may use.")
     default_model = models.CharField(max_length=100, blank=True, help_text="Blank: the site default.")
     max_turns = models.PositiveIntegerField(default=60, help_text="Model calls per agent at most.")
+    max_run_seconds = models.PositiveIntegerField(
+        default=2 * 3600, help_text="Time an agent may spend running (waiting not counted)."
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -34,7 +37,8 @@ class Role(models.Model):
 class AgentStatus(models.TextChoices):
     PENDING = "pending", "Pending"  # queued for a worker
     RUNNING = "running", "Running"  # claimed by a worker holding a lease
-    WAITING = "waiting", "Waiting"  # holds no worker: for its children, a message, ...
+    WAITING = "waiting", "Waiting"  # holds no worker: for its children, mail, or the API (wake_at)
+    PAUSED = "paused", "Paused"  # by a person; resumes where it stopped
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
@@ -69,7 +73,15 @@ class Agent(TreeNode):
     attempts = models.PositiveIntegerField(default=0, help_text="Claims by a worker so far.")
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="host:pid of the last worker to claim it."
+    )
+    wake_at = models.DateTimeField(null=True, blank=True, help_text="A parked agent is queued again then.")
+    api_failures = models.PositiveIntegerField(
+        default=0, help_text="Consecutive parks for an unavailable API."
+    )
     turns = models.PositiveIntegerField(default=0, help_text="Model calls made.")
+    run_seconds = models.FloatField(default=0, help_text="Time spent running, over all runs.")
 
     # Totals kept in step with budgets.UsageRecord.
     input_tokens = models.BigIntegerField(default=0)
@@ -79,7 +91,11 @@ class Agent(TreeNode):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
 
     class Meta:
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["project", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"]),
+            models.Index(fields=["status", "wake_at"]),
+            models.Index(fields=["project", "created_at"]),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=~models.Q(status="running") | models.Q(lease_token__isnull=False),
@@ -163,3 +179,22 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"to #{self.recipient_id}: {self.body[:40]}"
+
+
+class AgentEvent(models.Model):
+    """What happened to an agent besides its conversation: status changes and who caused them."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=30)
+    data = models.JSONField(default=dict)
+    by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["agent", "id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.agent_id} {self.kind}"

@@ -23,6 +23,7 @@ from agents.errors import ConfigurationError, InvalidTransition, OrchestratorErr
 from agents.models import (
     FINISHED_STATUSES,
     Agent,
+    AgentEvent,
     AgentStatus,
     Message,
     MessageKind,
@@ -35,9 +36,10 @@ from agents.tasks import enqueue_agent_run
 S = AgentStatus
 # The only status changes there are. Anything else is refused with InvalidTransition.
 TRANSITIONS: dict[str, set[str]] = {
-    S.PENDING: {S.RUNNING, S.CANCELLED, S.FAILED},
-    S.RUNNING: {S.PENDING, S.WAITING, S.COMPLETED, S.FAILED, S.CANCELLED},
-    S.WAITING: {S.PENDING, S.CANCELLED, S.FAILED},
+    S.PENDING: {S.RUNNING, S.PAUSED, S.CANCELLED, S.FAILED},
+    S.RUNNING: {S.PENDING, S.WAITING, S.PAUSED, S.COMPLETED, S.FAILED, S.CANCELLED},
+    S.WAITING: {S.PENDING, S.PAUSED, S.CANCELLED, S.FAILED},
+    S.PAUSED: {S.PENDING, S.WAITING, S.CANCELLED},
     S.FAILED: {S.PENDING},
     S.CANCELLED: {S.PENDING},
     S.COMPLETED: set(),
@@ -54,17 +56,22 @@ def agent_transition(
     to: str,
     reason: str = "",
     lease_token: Any = None,
+    where: Q | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Move an agent to `to` if the table allows it from its current status.
+    by: AbstractBaseUser | None = None,
+) -> bool:
+    """Move an agent to `to` if the table allows it from its current status; record the change.
 
     One conditional UPDATE, so two racing callers can't both succeed. With `lease_token`, only
-    the worker holding that lease may make the change (fencing).
+    the worker holding that lease may make the change (fencing). With `where`, the row must also
+    match it; if it does not, nothing changes and False is returned (for sweeps like the reaper).
     """
     now = timezone.now()
     fields: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now, **(extra or {})}
     if to != S.RUNNING:
         fields |= {"lease_token": None, "lease_expires_at": None}
+    if to != S.WAITING:
+        fields["wake_at"] = None
     if to in FINISHED_STATUSES:
         fields["finished_at"] = now
     elif to == S.PENDING:
@@ -72,8 +79,20 @@ def agent_transition(
     query = Agent.objects.filter(pk=agent_id, status__in=allowed_sources(to))
     if lease_token is not None:
         query = query.filter(lease_token=lease_token)
-    if query.update(**fields):
-        return
+    if where is not None:
+        query = query.filter(where)
+    with transaction.atomic():
+        previous = query.select_for_update().values_list("status", flat=True).first()
+        if previous is not None and query.update(**fields):
+            AgentEvent.objects.create(
+                agent_id=agent_id,
+                kind="status",
+                data={"from": previous, "to": to, "reason": reason},
+                by_user=by,
+            )
+            return True
+    if where is not None:
+        return False
     current = Agent.objects.filter(pk=agent_id).values_list("status", flat=True).first()
     if current is None:
         raise OrchestratorError(f"Agent {agent_id} does not exist.")
@@ -327,31 +346,96 @@ def report_to_parent(*, agent: Agent, status: str, text: str) -> None:
 
 
 # --- Control --------------------------------------------------------------------------------
+# A running agent's worker notices a change of status within ORCHESTRATOR_CONTROL_POLL_SECONDS,
+# even in the middle of a model stream or a Bash command, and stops there.
 
 
-def agent_cancel(*, agent: Agent, subtree: bool = False, reason: str = "Cancelled by a person.") -> list[int]:
-    """Cancel an agent (and with `subtree`, its unfinished descendants). Returns the ids cancelled.
-
-    A running agent's worker sees the change at its next step and stops there.
-    """
-    targets = list(agent.descendants(include_self=True)) if subtree else [agent]
+def agent_cancel(
+    *,
+    agent: Agent,
+    subtree: bool = False,
+    reason: str = "Cancelled by a person.",
+    by: AbstractBaseUser | None = None,
+) -> list[int]:
+    """Cancel an agent (and with `subtree`, its unfinished descendants). Returns the ids cancelled."""
+    targets = list(agent.descendants(include_self=True).select_related("role")) if subtree else [agent]
     cancelled = []
     with transaction.atomic():
         for target in targets:
             if target.pk != agent.pk and target.status in FINISHED_STATUSES:
                 continue
-            agent_transition(agent_id=target.pk, to=S.CANCELLED, reason=reason)
+            agent_transition(agent_id=target.pk, to=S.CANCELLED, reason=reason, by=by)
             cancelled.append(target.pk)
-            target.refresh_from_db()
             report_to_parent(agent=target, status=S.CANCELLED, text=reason)
     return cancelled
 
 
-def agent_retry(*, agent: Agent) -> None:
+def agent_pause(
+    *, agent: Agent, reason: str = "Paused by a person.", by: AbstractBaseUser | None = None
+) -> None:
+    """Stop an agent where it is; `agent_resume` continues the same conversation."""
+    agent_transition(agent_id=agent.pk, to=S.PAUSED, reason=reason, by=by)
+
+
+def agent_resume(*, agent: Agent, by: AbstractBaseUser | None = None) -> None:
+    """Continue a paused agent: back to waiting if its children still work, else queued."""
+    with transaction.atomic():
+        if agents_unfinished_children(agent_id=agent.pk):
+            agent_transition(
+                agent_id=agent.pk, to=S.WAITING, reason="Resumed; waiting for its children.", by=by
+            )
+            agent_wake_if_ready(agent_id=agent.pk)
+        else:
+            agent_transition(agent_id=agent.pk, to=S.PENDING, reason="Resumed.", extra={"attempts": 0}, by=by)
+            transaction.on_commit(lambda: enqueue_agent_run(agent_id=agent.pk))
+
+
+def agent_retry(*, agent: Agent, by: AbstractBaseUser | None = None) -> None:
     """Queue a failed or cancelled agent again; it resumes from its transcript."""
     with transaction.atomic():
-        agent_transition(agent_id=agent.pk, to=S.PENDING, reason="Retried.", extra={"attempts": 0})
+        agent_transition(agent_id=agent.pk, to=S.PENDING, reason="Retried.", extra={"attempts": 0}, by=by)
         transaction.on_commit(lambda: enqueue_agent_run(agent_id=agent.pk))
+
+
+@dataclass
+class ReapReport:
+    requeued: list[int]
+    failed: list[int]
+    woken: list[int]
+
+
+def agents_reap() -> ReapReport:
+    """Re-queue agents whose worker vanished (lease expired), fail those out of attempts, and
+    queue parked agents whose time has come. Idempotent; safe to run from many places at once."""
+    now = timezone.now()
+    report = ReapReport(requeued=[], failed=[], woken=[])
+    limit = settings.ORCHESTRATOR_MAX_ATTEMPTS
+    expired = Q(status=S.RUNNING, lease_expires_at__lt=now)
+    for agent in Agent.objects.filter(expired).select_related("role"):
+        with transaction.atomic():
+            if agent.attempts >= limit:
+                reason = (
+                    f"Gave up after {agent.attempts} attempts: the worker running it stopped each time "
+                    f"(last: {agent.worker or 'unknown'})."
+                )
+                if agent_transition(agent_id=agent.pk, to=S.FAILED, reason=reason, where=expired):
+                    report_to_parent(agent=agent, status=S.FAILED, text=reason)
+                    report.failed.append(agent.pk)
+            elif agent_transition(
+                agent_id=agent.pk,
+                to=S.PENDING,
+                reason=f"The worker running it ({agent.worker or 'unknown'}) stopped; queued again.",
+                where=expired,
+            ):
+                transaction.on_commit(lambda pk=agent.pk: enqueue_agent_run(agent_id=pk))
+                report.requeued.append(agent.pk)
+    due = Q(status=S.WAITING, wake_at__lte=now)
+    for agent_id in Agent.objects.filter(due).values_list("pk", flat=True):
+        with transaction.atomic():
+            if agent_transition(agent_id=agent_id, to=S.PENDING, reason="Trying the API again.", where=due):
+                transaction.on_commit(lambda pk=agent_id: enqueue_agent_run(agent_id=pk))
+                report.woken.append(agent_id)
+    return report
 
 
 def lease_expiry() -> Any:

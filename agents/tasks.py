@@ -12,3 +12,10 @@ def run_agent(agent_id: int) -> None:
     from agents.execution import agent_run
 
     agent_run(agent_id=agent_id)
+
+
+def reap_agents() -> None:
+    """The django-q2 Schedule's entry point (every minute); worker clusters also run it every few seconds."""
+    from agents.services import agents_reap
+
+    agents_reap()

@@ -148,7 +148,16 @@ ORCHESTRATOR_WORKTREES_DIR = Path(
 ).resolve()
 # How long a worker's claim on an agent lasts without a heartbeat.
 ORCHESTRATOR_LEASE_SECONDS = env.int("ORCHESTRATOR_LEASE_SECONDS", default=30)
+# Claims in a row that ended without a clean release (a crashed worker) before the agent fails.
 ORCHESTRATOR_MAX_ATTEMPTS = env.int("ORCHESTRATOR_MAX_ATTEMPTS", default=3)
+# How often a running agent checks for cancel/pause (and a Bash command with it).
+ORCHESTRATOR_CONTROL_POLL_SECONDS = env.float("ORCHESTRATOR_CONTROL_POLL_SECONDS", default=0.5)
+# How often each worker cluster re-queues agents whose lease expired and wakes parked ones.
+ORCHESTRATOR_REAP_SECONDS = env.float("ORCHESTRATOR_REAP_SECONDS", default=5)
+# API failures (429/5xx/529, dropped streams) are retried for this long, then the agent is parked
+# (waiting, no worker held) and retried after ORCHESTRATOR_PARK_SECONDS, doubling up to 10 minutes.
+ORCHESTRATOR_API_RETRY_SECONDS = env.float("ORCHESTRATOR_API_RETRY_SECONDS", default=120)
+ORCHESTRATOR_PARK_SECONDS = env.float("ORCHESTRATOR_PARK_SECONDS", default=30)
 
 # --- Auth, static, i18n ---------------------------------------------------------------------
 LOGIN_URL = "login"

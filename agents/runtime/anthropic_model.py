@@ -2,8 +2,11 @@
 
 The SDK retries 408/409/429/5xx and connection errors before a stream starts. Once the server has
 answered 200 it never retries, so failures mid-stream (an `error` event, a cut connection) are
-retried here, with the same backoff rules. A request that fails is not counted: usage comes only
-from the one reply that completed.
+retried here, with the same backoff rules, for up to `retry_seconds`; after that the caller parks
+the agent. A request that fails is not counted: usage comes only from the reply that completed.
+
+`check_stop` is called between stream events and during backoff; `abort()` (from another thread)
+closes the stream in flight, so a cancel takes effect even while a stream is stalled.
 """
 
 from __future__ import annotations
@@ -37,18 +40,23 @@ class AnthropicModel:
         client: anthropic.Anthropic,
         model: str,
         max_tokens: int,
-        max_retries: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
+        retry_seconds: float = 120,
+        check_stop: Callable[[], None] = lambda: None,
+        wait: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.client = client
         self.model = model
         self.max_tokens = max_tokens
-        self.max_retries = max_retries
-        self.sleep = sleep
+        self.retry_seconds = retry_seconds
+        self.check_stop = check_stop
+        self.wait = wait
+        self._response: Any = None  # the HTTP response being streamed, for abort()
 
     def query(self, request: Request, *, on_text: Callable[[str], None] | None = None) -> ModelReply:
         attempt = 0
+        give_up_at = time.monotonic() + self.retry_seconds
         while True:
+            self.check_stop()
             try:
                 reply = self._stream_once(request, on_text)
                 return ModelReply(**{**reply.__dict__, "retries": attempt})
@@ -57,19 +65,28 @@ class AnthropicModel:
                     raise ModelError(
                         f"The API refused the request ({exc.status_code}): {_api_message(exc)}"
                     ) from exc
-                failure, wait = f"{_api_message(exc)} ({exc.status_code})", _retry_after(exc)
+                failure, retry_after = f"{_api_message(exc)} ({exc.status_code})", _retry_after(exc)
             except STREAM_ERRORS as exc:
-                failure, wait = f"connection failed: {type(exc).__name__}: {exc}", None
+                self.check_stop()  # an abort() surfaces as a closed connection
+                failure, retry_after = f"connection failed: {type(exc).__name__}: {exc}", None
             attempt += 1
-            if attempt > self.max_retries:
-                raise ModelUnavailable(f"The API kept failing after {attempt} attempts; last: {failure}")
-            delay = (
-                wait
-                if wait is not None
-                else min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-            )
+            backoff = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
+            delay = retry_after if retry_after is not None else backoff
+            if time.monotonic() + delay > give_up_at:
+                raise ModelUnavailable(
+                    f"The API kept failing for {self.retry_seconds:.0f} s; last: {failure}"
+                )
             log.warning("model request failed (%s); retry %d in %.2fs", failure, attempt, delay)
-            self.sleep(delay)
+            self.wait(delay)
+
+    def abort(self) -> None:
+        """Close the stream in flight (called from another thread when the run must stop)."""
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # closing from another thread is best effort
+                log.debug("closing the stream failed", exc_info=True)
 
     def _stream_once(self, request: Request, on_text: Callable[[str], None] | None) -> ModelReply:
         started = time.monotonic()
@@ -82,11 +99,16 @@ class AnthropicModel:
         if request.tools:
             params["tools"] = request.tools
         with self.client.messages.stream(**params) as stream:
-            for event in stream:
-                if on_text is not None and event.type == "text":
-                    on_text(event.text)
-            final = stream.get_final_message()
-            request_id = stream.response.headers.get("request-id", "")
+            self._response = stream.response
+            try:
+                for event in stream:
+                    self.check_stop()
+                    if on_text is not None and event.type == "text":
+                        on_text(event.text)
+                final = stream.get_final_message()
+                request_id = stream.response.headers.get("request-id", "")
+            finally:
+                self._response = None
         stop_details = getattr(final, "stop_details", None)
         return ModelReply(
             content=[block.model_dump(mode="json", exclude_none=True) for block in final.content],

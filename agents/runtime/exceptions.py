@@ -27,3 +27,11 @@ class ModelError(AgentStop):
 
 class ModelUnavailable(AgentStop):
     """The API kept failing (429/5xx/529, dropped connections) through every retry."""
+
+
+class Paused(AgentStop):
+    """A person paused the agent; it resumes from its transcript."""
+
+
+class Shutdown(AgentStop):
+    """The worker is shutting down (SIGTERM): release the agent so another worker continues."""

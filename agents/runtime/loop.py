@@ -6,6 +6,7 @@ rebuilt from what was stored (see `agents.conversation`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,21 @@ INTERRUPTED = (
 CUT_OFF = "Your reply was cut off by the output token limit. Continue from where you stopped."
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Checked before every model call, so a run never starts a call it may not make."""
+
+    max_turns: int
+    run_seconds_left: float | None = None  # of the agent's running-time allowance
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self, turns_taken: int) -> None:
+        if turns_taken >= self.max_turns:
+            raise LimitsExceeded(f"Reached the limit of {self.max_turns} model calls.")
+        if self.run_seconds_left is not None and time.monotonic() - self.started > self.run_seconds_left:
+            raise LimitsExceeded("Reached the limit of running time for its role.")
+
+
 @dataclass
 class AgentLoop:
     model: Model
@@ -27,7 +43,7 @@ class AgentLoop:
     sink: Sink
     system: str
     messages: list[dict[str, Any]]
-    max_turns: int
+    limits: Limits
     turns_taken: int = 0
     # tool_use ids whose call started in an earlier run but never recorded a result
     interrupted: set[str] = field(default_factory=set)
@@ -43,8 +59,7 @@ class AgentLoop:
     def step(self) -> ModelReply | None:
         """One model call and the tools it asks for. Returns the reply when the turn has ended."""
         self.sink.check_control()
-        if self.turns_taken >= self.max_turns:
-            raise LimitsExceeded(f"Reached the limit of {self.max_turns} model calls.")
+        self.limits.check(self.turns_taken)
         self._append_user(self.sink.take_inbox())
         reply = self.model.query(
             Request(system=self.system, messages=self.messages, tools=self.tools.schemas()),

@@ -242,3 +242,28 @@ BASH_TOOL = Tool(
     },
     handler=_run_bash,
 )
+
+
+def kill_processes_in(directory: Path) -> list[int]:
+    """Kill every process (with its group) whose working directory is inside `directory`.
+
+    After a worker died mid-command, what it started may still run in the agent's worktree;
+    the next worker clears it before continuing. Returns the pids found.
+    """
+    root = os.path.realpath(directory)
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            pid = int(entry.name)
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    return found
