@@ -32,6 +32,7 @@ from agents import workspaces
 from agents.errors import InvalidTransition, OrchestratorError
 from agents.models import (
     Agent,
+    AgentEvent,
     AgentStatus,
     EntryKind,
     Message,
@@ -71,19 +72,29 @@ def agent_claim(*, agent_id: int) -> uuid.UUID | None:
     """Claim a pending agent, or a running one whose lease expired. Returns our fencing token."""
     now = timezone.now()
     token = uuid.uuid4()
-    claimed = Agent.objects.filter(
-        Q(status=S.PENDING) | Q(status=S.RUNNING, lease_expires_at__lt=now), pk=agent_id
-    ).update(
-        status=S.RUNNING,
-        status_reason="",
-        lease_token=token,
-        lease_expires_at=lease_expiry(),
-        attempts=F("attempts") + 1,
-        worker=f"{HOST}:{os.getpid()}",
-        started_at=Coalesce(F("started_at"), Value(now)),
-        updated_at=now,
-    )
-    return token if claimed else None
+    worker = f"{HOST}:{os.getpid()}"
+    with transaction.atomic():
+        previous = Agent.objects.filter(pk=agent_id).values_list("status", flat=True).first()
+        claimed = Agent.objects.filter(
+            Q(status=S.PENDING) | Q(status=S.RUNNING, lease_expires_at__lt=now), pk=agent_id
+        ).update(
+            status=S.RUNNING,
+            status_reason="",
+            lease_token=token,
+            lease_expires_at=lease_expiry(),
+            attempts=F("attempts") + 1,
+            worker=worker,
+            started_at=Coalesce(F("started_at"), Value(now)),
+            updated_at=now,
+        )
+        if not claimed:
+            return None
+        AgentEvent.objects.create(
+            agent_id=agent_id,
+            kind="status",
+            data={"from": previous, "to": S.RUNNING, "reason": f"claimed by {worker}"},
+        )
+    return token
 
 
 @functools.cache

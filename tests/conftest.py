@@ -89,14 +89,16 @@ class Workers:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, count: int = 1, workers_per_cluster: int = 2) -> list[subprocess.Popen]:
+    def start(
+        self, count: int = 1, workers_per_cluster: int = 2, env: dict[str, str] | None = None
+    ) -> list[subprocess.Popen]:
         started = []
         for _ in range(count):
             log = open(self.log_dir / f"qcluster-{len(self.procs)}.log", "w")  # noqa: SIM115
             proc = subprocess.Popen(
                 [sys.executable, "manage.py", "qcluster"],
                 cwd=ROOT,
-                env={**self.env, "ORCHESTRATOR_WORKERS": str(workers_per_cluster)},
+                env={**self.env, "ORCHESTRATOR_WORKERS": str(workers_per_cluster), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -171,3 +173,17 @@ def run_here(agent):
     agent_run(agent_id=agent.pk)
     agent.refresh_from_db()
     return agent
+
+
+def processes_matching(marker: str) -> list[int]:
+    """Pids whose command line contains `marker` (to check a tool's process is really gone)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if marker.encode() in f.read().replace(b"\0", b" "):
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

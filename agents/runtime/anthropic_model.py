@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,13 +81,23 @@ class AnthropicModel:
             self.wait(delay)
 
     def abort(self) -> None:
-        """Close the stream in flight (called from another thread when the run must stop)."""
+        """End the stream in flight, from another thread, when the run must stop.
+
+        Closing the response is not enough: a read blocked in the other thread waits for the
+        next chunk. Shutting the socket down wakes it at once.
+        """
         response = self._response
-        if response is not None:
-            try:
+        if response is None:
+            return
+        try:
+            network_stream = response.extensions.get("network_stream")
+            sock = network_stream.get_extra_info("socket") if network_stream is not None else None
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
                 response.close()
-            except Exception:  # closing from another thread is best effort
-                log.debug("closing the stream failed", exc_info=True)
+        except Exception:  # the stream may have ended meanwhile; stopping is best effort
+            log.debug("aborting the stream failed", exc_info=True)
 
     def _stream_once(self, request: Request, on_text: Callable[[str], None] | None) -> ModelReply:
         started = time.monotonic()
