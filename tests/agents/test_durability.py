@@ -348,3 +348,27 @@ def test_reaper_schedule_is_installed(db):
 
     schedule = Schedule.objects.get(name="orchestrator-reaper")
     assert (schedule.func, schedule.schedule_type, schedule.minutes) == ("agents.tasks.reap_agents", "I", 1)
+
+
+def test_sigterm_to_a_cluster_checkpoints_its_agents_and_the_cluster_stops_promptly(
+    workers, fake_anthropic, repo
+):
+    fake_anthropic.script("Outlive my cluster", [Turn([text("moving " * 20)], chunk_delay_s=0.5)])
+    (doomed,) = workers.start(count=1, workers_per_cluster=1)
+    agent = agent_spawn(role="implementer", task="Outlive my cluster", repo_path=str(repo))
+    wait_for(lambda: requested(fake_anthropic, "Outlive my cluster", 0), timeout=30, message="the stream")
+    workers.start(count=1, workers_per_cluster=1)
+    time.sleep(2)  # let the second cluster come up
+
+    doomed.send_signal(signal.SIGTERM)
+    signalled_at = time.time()
+    wait_for(
+        lambda: requested(fake_anthropic, "Outlive my cluster", 0, 2), timeout=10, message="the other cluster"
+    )
+    assert (
+        fake_anthropic.requests_for("Outlive my cluster")[1].received_at - signalled_at < 2.0
+    )  # not the 30 s lease
+    doomed.wait(timeout=10)
+    wait_for(lambda: refreshed(agent).is_finished, timeout=60, message="completion")
+    assert agent.status == S.COMPLETED
+    assert_clean_transcript(agent)

@@ -153,3 +153,42 @@ def test_max_turns_fails_the_agent_before_spending_more(agents_env, spawn):
     assert agent.status == AgentStatus.FAILED
     assert agent.status_reason == "Reached the limit of 2 model calls."
     assert len(agents_env.requests_for("Loop forever")) == 2
+
+
+def test_running_time_limit_stops_before_the_next_model_call(agents_env, spawn):
+    from agents.models import Role
+
+    Role.objects.filter(name="implementer").update(max_run_seconds=1)
+    agents_env.script(
+        "Take your time",
+        [Turn([tool_use("Bash", {"command": "sleep 1.2"})]), Turn([text("never asked")])],
+    )
+    agent = run_here(spawn("Take your time"))
+    assert agent.status == AgentStatus.FAILED
+    assert agent.status_reason == "Reached the limit of running time for its role."
+    assert len(agents_env.requests_for("Take your time")) == 1
+    assert agent.run_seconds >= 1.2
+
+
+def test_huge_output_and_endless_commands_give_bounded_clear_results(agents_env, spawn):
+    agents_env.script(
+        "Misbehaving commands",
+        [
+            Turn(
+                [
+                    tool_use("Bash", {"command": "head -c 50000000 /dev/zero | tr '\\0' a"}),
+                    tool_use("Bash", {"command": "sleep 100.77", "timeout": 500}),
+                    tool_use("Bash", {"command": "echo hi", "timeout": "soon"}),
+                ]
+            ),
+            Turn([text("Survived.")]),
+        ],
+    )
+    agent = run_here(spawn("Misbehaving commands"))
+    assert agent.status == AgentStatus.COMPLETED
+    huge, endless, invalid = [
+        e.payload for e in agent.transcript.filter(kind=EntryKind.TOOL_RESULT).order_by("seq")
+    ]
+    assert len(huge["content"]) < 100_000 and "bytes omitted" in huge["content"] and not huge["is_error"]
+    assert endless["is_error"] and "timed out after 500 ms" in endless["content"]
+    assert invalid["is_error"] and "Invalid input for Bash" in invalid["content"]

@@ -6,7 +6,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from agents.errors import InvalidTransition, OrchestratorError
 from agents.models import Agent, AgentStatus, Message
@@ -198,3 +198,34 @@ def test_agents_tree_indents_children(spawn):
     call_command("agents", "--tree", stdout=out)
     lines = out.getvalue().splitlines()
     assert "implementer" in lines[1] and "  tester" in lines[2]
+
+
+def test_control_commands_pause_resume_cancel_and_retry(spawn):
+    root = spawn(task="Root")
+    child = spawn(parent=root, task="Child")
+    out = StringIO()
+    call_command("pause_agent", str(root.pk), stdout=out)
+    assert Agent.objects.get(pk=root.pk).status == S.PAUSED
+    call_command("resume_agent", str(root.pk), stdout=out)
+    root.refresh_from_db()
+    assert root.status == S.WAITING  # its child is still working
+    call_command("cancel_agent", str(root.pk), "--subtree", stdout=out)
+    assert set(Agent.objects.values_list("status", flat=True)) == {S.CANCELLED}
+    call_command("retry_agent", str(child.pk), stdout=out)
+    assert Agent.objects.get(pk=child.pk).status == S.PENDING
+    assert out.getvalue().splitlines() == [
+        f"paused: {root.pk}",
+        f"resumed: {root.pk}",
+        f"cancelled: {root.pk} {child.pk}",
+        f"queued: {child.pk}",
+    ]
+    history = list(root.events.values_list("data__to", flat=True))
+    assert history == ["paused", "waiting", "cancelled"]
+
+
+def test_control_commands_refuse_unknown_agents_and_bad_states(spawn):
+    agent = spawn()
+    with pytest.raises(CommandError, match="Agent 999 does not exist"):
+        call_command("pause_agent", "999")
+    with pytest.raises(CommandError, match=f"Agent {agent.pk} is pending; it cannot become pending"):
+        call_command("resume_agent", str(agent.pk))
