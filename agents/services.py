@@ -7,7 +7,7 @@ admin and the delegation tools call.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.brokers import get_broker
 
 from agents import workspaces
 from agents.errors import ConfigurationError, InvalidTransition, OrchestratorError
@@ -402,11 +403,14 @@ class ReapReport:
     requeued: list[int]
     failed: list[int]
     woken: list[int]
+    resent: list[int] = field(default_factory=list)
 
 
 def agents_reap() -> ReapReport:
-    """Re-queue agents whose worker vanished (lease expired), fail those out of attempts, and
-    queue parked agents whose time has come. Idempotent; safe to run from many places at once."""
+    """Re-queue agents whose worker vanished (lease expired), fail those out of attempts, queue
+    parked agents whose time has come, and re-send the queue message of pending agents that
+    waited long with nothing queued (the Redis broker loses a message whose worker dies before
+    the claim). Idempotent, and a duplicate message is harmless: safe to run from many places."""
     now = timezone.now()
     report = ReapReport(requeued=[], failed=[], woken=[])
     limit = settings.ORCHESTRATOR_MAX_ATTEMPTS
@@ -435,6 +439,14 @@ def agents_reap() -> ReapReport:
             if agent_transition(agent_id=agent_id, to=S.PENDING, reason="Trying the API again.", where=due):
                 transaction.on_commit(lambda pk=agent_id: enqueue_agent_run(agent_id=pk))
                 report.woken.append(agent_id)
+    stale = Q(
+        status=S.PENDING, updated_at__lt=now - timedelta(seconds=2 * settings.ORCHESTRATOR_LEASE_SECONDS)
+    )
+    if Agent.objects.filter(stale).exists() and get_broker().queue_size() == 0:
+        for agent_id in Agent.objects.filter(stale).values_list("pk", flat=True):
+            if Agent.objects.filter(stale, pk=agent_id).update(updated_at=now):
+                enqueue_agent_run(agent_id=agent_id)
+                report.resent.append(agent_id)
     return report
 
 

@@ -343,6 +343,20 @@ def test_reaper_requeues_expired_leases_fails_exhausted_ones_and_wakes_parked(ag
     assert agents_reap() == type(report)([], [], [])  # idempotent
 
 
+def test_reaper_resends_pending_agents_whose_queue_message_was_lost(agents_env, repo):
+    from django_q.brokers import get_broker
+
+    agent = agent_spawn(role="implementer", task="Lost in the queue", repo_path=str(repo))
+    broker = get_broker()
+    broker.purge_queue()  # the message is gone, as when a worker dies between dequeue and claim
+    assert agents_reap().resent == []  # not stale yet
+    Agent.objects.filter(pk=agent.pk).update(updated_at="2000-01-01T00:00:00Z")
+
+    assert agents_reap().resent == [agent.pk]
+    assert broker.queue_size() == 1
+    assert agents_reap().resent == []  # once
+
+
 def test_reaper_schedule_is_installed(db):
     from django_q.models import Schedule
 

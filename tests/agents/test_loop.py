@@ -192,3 +192,25 @@ def test_huge_output_and_endless_commands_give_bounded_clear_results(agents_env,
     assert len(huge["content"]) < 100_000 and "bytes omitted" in huge["content"] and not huge["is_error"]
     assert endless["is_error"] and "timed out after 500 ms" in endless["content"]
     assert invalid["is_error"] and "Invalid input for Bash" in invalid["content"]
+
+
+def test_retry_of_a_failed_agent_resumes_from_its_transcript(agents_env, spawn, repo):
+    from agents.services import agent_retry
+
+    agents_env.script(
+        "Fail then retry",
+        [
+            Turn([tool_use("Write", {"file_path": "step1.txt", "content": "done\n"})]),
+            Turn([text("Finished after the retry.")], faults=[Fault(400, message="temporary policy hiccup")]),
+        ],
+    )
+    agent = run_here(spawn("Fail then retry"))
+    assert agent.status == AgentStatus.FAILED and "temporary policy hiccup" in agent.status_reason
+
+    agent_retry(agent=agent)
+    agent = run_here(agent)
+
+    assert agent.status == AgentStatus.COMPLETED and agent.result == "Finished after the retry."
+    assert [r.turn_index for r in agents_env.requests_for("Fail then retry")] == [0, 1, 1]
+    assert agent.transcript.filter(kind=EntryKind.TOOL_CALL).count() == 1  # step 1 not repeated
+    assert UsageRecord.objects.filter(agent=agent).count() == 2
