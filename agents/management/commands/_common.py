@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
 from agents.errors import OrchestratorError
 from agents.models import FINISHED_STATUSES, Agent
@@ -37,3 +37,20 @@ def wait_for_subtree(agent: Agent, *, poll: float = 0.2, timeout: float | None =
         if deadline is not None and time.monotonic() > deadline:
             raise CommandError(f"Agent {agent.pk} has not finished after {timeout:.0f} s.")
         time.sleep(poll)
+
+
+class AgentActionCommand(BaseCommand):
+    """A command that applies one service to one agent and says what it did: `<done>: <id>`."""
+
+    done: str
+
+    def add_arguments(self, parser):
+        parser.add_argument("agent_id", type=int)
+
+    def act(self, agent: Agent) -> None:
+        raise NotImplementedError
+
+    def handle(self, *args, **options):
+        agent = agent_or_error(options["agent_id"])
+        run_service(lambda: self.act(agent))
+        self.stdout.write(f"{self.done}: {agent.pk}")

@@ -1,16 +1,10 @@
-from django.core.management.base import BaseCommand
-
-from agents.management.commands._common import agent_or_error, run_service
+from agents.management.commands._common import AgentActionCommand
 from agents.services import agent_retry
 
 
-class Command(BaseCommand):
+class Command(AgentActionCommand):
     help = "Queue a failed or cancelled agent again; it resumes from its transcript."
+    done = "queued"
 
-    def add_arguments(self, parser):
-        parser.add_argument("agent_id", type=int)
-
-    def handle(self, *args, **options):
-        agent = agent_or_error(options["agent_id"])
-        run_service(lambda: agent_retry(agent=agent))
-        self.stdout.write(f"queued: {agent.pk}")
+    def act(self, agent):
+        agent_retry(agent=agent)
