@@ -4,6 +4,7 @@
   ORCHESTRATOR_REAP_SECONDS, so an agent whose worker vanished is queued again within about a
   lease (the django-q2 Schedule also runs it, but its scheduler only ticks every 30-60 s).
   It starts after the cluster has forked its sentinel, so no fork ever copies the thread.
+- Objects that exist before the fork are frozen (gc.freeze) so workers share their pages.
 - On SIGTERM/SIGINT the cluster first asks its workers that are running agents to checkpoint:
   each stops its step, releases its agent to the queue and exits, so another worker continues
   at once. (django-q2 alone would wait for the task to end, which for an agent may be hours.)
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -29,6 +31,9 @@ def install() -> None:
     original_sig_handler = Cluster.sig_handler
 
     def start(self) -> int:
+        # Everything imported so far is shared with the forked workers; freezing it keeps the
+        # garbage collector from touching (and so copying) those pages in every worker.
+        gc.freeze()
         pid = original_start(self)
         ReaperTicker().start()
         return pid
