@@ -9,6 +9,7 @@ second delivery of the same task finds the agent claimed and does nothing.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
@@ -39,19 +40,43 @@ from agents.models import (
     MessageKind,
     Role,
     TranscriptEntry,
+    WaitingFor,
     Workspace,
 )
 from agents.runtime.anthropic_model import AnthropicModel
-from agents.runtime.exceptions import AgentStop, Cancelled, LeaseLost, ModelUnavailable, Paused, Shutdown
+from agents.runtime.exceptions import (
+    AgentStop,
+    Cancelled,
+    LeaseLost,
+    ModelUnavailable,
+    OutOfBudget,
+    Paused,
+    Shutdown,
+)
 from agents.runtime.loop import AgentLoop, Limits
-from agents.runtime.protocols import ModelReply
+from agents.runtime.protocols import ModelReply, Request
 from agents.runtime.transcript import rebuild
-from agents.services import agent_transition, agents_unfinished_children, lease_expiry, report_to_parent
+from agents.services import (
+    agent_transition,
+    agent_wake_if_ready,
+    agents_unfinished_children,
+    lease_expiry,
+    report_to_parent,
+)
 from agents.tasks import enqueue_agent_run
 from agents.tools.base import ToolResult
 from agents.tools.registry import toolbox_for
 from agents.tools.shell import kill_processes_in
-from budgets.services import usage_record
+from budgets.models import Reservation
+from budgets.pricing import MILLION, price_for_model
+from budgets.services import (
+    budget_has_room,
+    budget_release,
+    budget_release_stale,
+    budget_reserve,
+    budget_settle,
+    usage_record,
+)
 
 log = logging.getLogger(__name__)
 S = AgentStatus
@@ -120,6 +145,12 @@ class AgentSink:
         self.stop = threading.Event()
         self.shutting_down = False
         self.on_stop: list[Callable[[], None]] = []
+        # Budget: the reservation held for the call in flight, and what bounds the next one.
+        self.reservation: Reservation | None = None
+        self.price = price_for_model(model=agent.model).price
+        self.known_input_tokens: int | None = None  # exact tokens of the conversation so far...
+        self.known_input_bytes = 0  # ...and its size in bytes when they were counted
+        self.request_bytes = 0
 
     # --- fencing and control ---
     def request_stop(self, *, shutdown: bool = False) -> None:
@@ -170,6 +201,27 @@ class AgentSink:
     def should_stop(self) -> bool:
         return self.stop.is_set()
 
+    # --- budget ---
+    def reserve(self, request: Request) -> None:
+        """Reserve the worst case: input tokens bounded by what the API counted for the
+        conversation so far plus one token per byte added since, and max_tokens of output."""
+        self.request_bytes = len(
+            json.dumps([request.system, request.messages, request.tools], separators=(",", ":")).encode()
+        )
+        if self.known_input_tokens is None:
+            input_bound = self.request_bytes
+        else:
+            input_bound = self.known_input_tokens + max(0, self.request_bytes - self.known_input_bytes) + 64
+        output_bound = settings.ORCHESTRATOR_MAX_TOKENS
+        input_price = max(self.price.input_per_mtok, self.price.cache_write_5m_per_mtok)
+        usd = (input_bound * input_price + output_bound * self.price.output_per_mtok) / MILLION
+        self.reservation = budget_reserve(agent=self.agent, usd=usd, tokens=input_bound + output_bound)
+
+    def release(self) -> None:
+        if self.reservation is not None:
+            budget_release(reservation=self.reservation)
+            self.reservation = None
+
     # --- recording ---
     def _append(self, kind: str, payload: dict[str, Any], duration_ms: int | None = None) -> TranscriptEntry:
         entry = TranscriptEntry.objects.create(
@@ -194,10 +246,25 @@ class AgentSink:
                 },
                 duration_ms=reply.duration_ms,
             )
-            usage_record(
+            usage = usage_record(
                 agent=self.agent, entry=entry, model=reply.model or self.agent.model, usage=reply.usage
             )
+            tokens = (
+                usage.input_tokens
+                + usage.cache_write_5m_tokens
+                + usage.cache_write_1h_tokens
+                + usage.cache_read_tokens
+                + usage.output_tokens
+            )
+            if self.reservation is not None:
+                budget_settle(reservation=self.reservation, usd=usage.cost_usd, tokens=tokens)
+                self.reservation = None
             Agent.objects.filter(pk=self.agent.pk).update(turns=F("turns") + 1, api_failures=0)
+        # What the API counted bounds the next request's input exactly, up to what is added.
+        self.known_input_tokens = tokens
+        self.known_input_bytes = self.request_bytes + len(
+            json.dumps(reply.content, separators=(",", ":")).encode()
+        )
 
     def record_tool_call(self, tool_use: dict[str, Any]) -> None:
         with transaction.atomic():
@@ -309,6 +376,7 @@ class AgentRun:
             if self.agent.attempts > 1:
                 # The last run ended without a clean release: stop what it may have left running.
                 kill_processes_in(Path(self.agent.workspace.path))
+            budget_release_stale(agent=self.agent)
             loop = self._build_loop()
             while True:
                 final_text = loop.run()
@@ -325,6 +393,8 @@ class AgentRun:
             log.warning("agent %s: %s; stopping without further writes", self.agent.pk, exc)
         except ModelUnavailable as exc:
             self._park(str(exc))
+        except OutOfBudget as exc:
+            self._wait_for_budget(exc)
         except (AgentStop, OrchestratorError, workspaces.WorkspaceError) as exc:
             self._fail(str(exc))
         except Exception as exc:
@@ -409,7 +479,7 @@ class AgentRun:
                     to=S.WAITING,
                     reason=f"Waiting for agents {waiting_for} to finish.",
                     lease_token=self.token,
-                    extra={"attempts": 0},
+                    extra={"attempts": 0, "waiting_for": WaitingFor.CHILDREN},
                 )
                 return False
             agent_transition(
@@ -449,6 +519,28 @@ class AgentRun:
         except InvalidTransition:
             log.warning("agent %s: could not release it (%s); the reaper will", self.agent.pk, reason)
 
+    def _wait_for_budget(self, exc: OutOfBudget) -> None:
+        """Wait, holding no worker, until a person or the parent raises the budget."""
+        with transaction.atomic():
+            if budget_has_room(agent=self.agent, usd=exc.usd, tokens=exc.tokens):
+                self._release("Budget raised while it was stopping; queued again.")
+                return
+            agent_transition(
+                agent_id=self.agent.pk,
+                to=S.WAITING,
+                reason=str(exc),
+                lease_token=self.token,
+                extra={"waiting_for": WaitingFor.BUDGET, "attempts": 0},
+            )
+            AgentEvent.objects.create(agent=self.agent, kind="budget_wait", data={"reason": str(exc)})
+            if self.agent.parent_id:
+                Message.objects.create(
+                    recipient_id=self.agent.parent_id,
+                    sender=self.agent,
+                    body=f"{exc} Give me more with GrantBudget (agent {self.agent.pk}) if the work is worth it.",
+                )
+                agent_wake_if_ready(agent_id=self.agent.parent_id)
+
     def _park(self, reason: str) -> None:
         """The API is unavailable: wait without a worker and try again later, backing off."""
         failures = self.agent.api_failures + 1
@@ -460,7 +552,12 @@ class AgentRun:
                 to=S.WAITING,
                 reason=f"{reason}. Parked; trying again at {wake_at:%H:%M:%S} UTC.",
                 lease_token=self.token,
-                extra={"wake_at": wake_at, "api_failures": failures, "attempts": 0},
+                extra={
+                    "wake_at": wake_at,
+                    "api_failures": failures,
+                    "attempts": 0,
+                    "waiting_for": WaitingFor.API,
+                },
             )
         except InvalidTransition:
             log.warning("agent %s: could not park it (%s)", self.agent.pk, reason)

@@ -1,5 +1,7 @@
 """Projects, roles, agents and everything an agent leaves behind (workspace, transcript, mail)."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from tree_queries.models import TreeNode
@@ -11,6 +13,14 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     repo_path = models.CharField(max_length=1000, unique=True, help_text="Absolute, symlinks resolved.")
     base_branch = models.CharField(max_length=255)
+    monthly_budget_usd = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Hard cap per calendar month; blank: none.",
+    )
+    monthly_budget_tokens = models.BigIntegerField(null=True, blank=True, help_text="Blank: none.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -26,12 +36,25 @@ class Role(models.Model):
     tools = models.JSONField(default=list, help_text="Names of the tools this role may use.")
     default_model = models.CharField(max_length=100, blank=True, help_text="Blank: the site default.")
     max_turns = models.PositiveIntegerField(default=60, help_text="Model calls per agent at most.")
+    budget_share = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0.25"),
+        help_text="Share of its parent's remaining budget a child of this role gets by default.",
+    )
     max_run_seconds = models.PositiveIntegerField(
         default=2 * 3600, help_text="Time an agent may spend running (waiting not counted)."
     )
 
     def __str__(self) -> str:
         return self.name
+
+
+class WaitingFor(models.TextChoices):
+    NOTHING = "", "-"
+    CHILDREN = "children", "its children"
+    API = "api", "the API (parked)"
+    BUDGET = "budget", "budget"
 
 
 class AgentStatus(models.TextChoices):
@@ -60,6 +83,7 @@ class Agent(TreeNode):
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=20, choices=AgentStatus.choices, default=AgentStatus.PENDING)
     status_reason = models.TextField(blank=True, help_text="Why it waits, failed or was cancelled.")
+    waiting_for = models.CharField(max_length=20, choices=WaitingFor.choices, default="", blank=True)
     result = models.TextField(blank=True, help_text="The agent's final answer.")
     spawned_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -9,7 +9,7 @@ BUILT_IN_ROLES = [
     {
         "name": "spec-writer",
         "description": "Turns a request into a precise, testable specification.",
-        "tools": [*EDIT_TOOLS, "SpawnAgent", "SendMessage"],
+        "tools": [*EDIT_TOOLS, "SpawnAgent", "SendMessage", "GrantBudget", "RequestBudget"],
         "system_prompt": (
             "You are a spec-writer on a software team. Turn the request you are given into a short, "
             "precise specification: the behaviour wanted, the interfaces, the edge cases and how to "
@@ -21,7 +21,7 @@ BUILT_IN_ROLES = [
     {
         "name": "planner",
         "description": "Breaks a specification into independent tasks and delegates them.",
-        "tools": [*EDIT_TOOLS, "SpawnAgent", "SendMessage"],
+        "tools": [*EDIT_TOOLS, "SpawnAgent", "SendMessage", "GrantBudget", "RequestBudget"],
         "system_prompt": (
             "You are a planner on a software team. Read the specification and the code, then break the "
             "work into small tasks that can be done independently and in parallel, each with a clear "
@@ -32,7 +32,7 @@ BUILT_IN_ROLES = [
     {
         "name": "implementer",
         "description": "Writes the code for one task, with tests.",
-        "tools": [*EDIT_TOOLS, "Bash", "SendMessage"],
+        "tools": [*EDIT_TOOLS, "Bash", "SendMessage", "RequestBudget"],
         "system_prompt": (
             "You are an implementer on a software team. Do the one task you are given: read the "
             "relevant code and any specification first, make the smallest change that does the job "
@@ -43,7 +43,7 @@ BUILT_IN_ROLES = [
     {
         "name": "tester",
         "description": "Tests a change and reports what fails.",
-        "tools": [*EDIT_TOOLS, "Bash", "SendMessage"],
+        "tools": [*EDIT_TOOLS, "Bash", "SendMessage", "RequestBudget"],
         "system_prompt": (
             "You are a tester on a software team. Exercise the change you are given: run the existing "
             "tests, add tests for the behaviour that is not covered, and try the edge cases. Report "
@@ -53,7 +53,7 @@ BUILT_IN_ROLES = [
     {
         "name": "reviewer",
         "description": "Reviews a change and gives a verdict.",
-        "tools": [*READ_TOOLS, "Bash", "SendMessage"],
+        "tools": [*READ_TOOLS, "Bash", "SendMessage", "RequestBudget"],
         "system_prompt": (
             "You are a code reviewer on a software team. Read the change and the code around it. Look "
             "for bugs, missing tests, unclear names and needless complexity. End with a verdict: "
@@ -63,7 +63,7 @@ BUILT_IN_ROLES = [
     {
         "name": "git-agent",
         "description": "Commits, merges and prepares branches for review.",
-        "tools": [*READ_TOOLS, "Bash", "SendMessage"],
+        "tools": [*READ_TOOLS, "Bash", "SendMessage", "RequestBudget"],
         "system_prompt": (
             "You are the git agent of a software team. You commit finished work with clear messages, "
             "merge branches, and prepare them for review. Never rewrite history that others may have "
@@ -79,3 +79,16 @@ def seed_roles(role_model: Any) -> None:
         role_model.objects.get_or_create(
             name=role["name"], defaults={k: v for k, v in role.items() if k != "name"}
         )
+
+
+def add_budget_tools(role_model: Any) -> None:
+    """Roles seeded before budgets existed get the budget tools (migration 0006)."""
+    for role in role_model.objects.all():
+        tools = list(role.tools)
+        if "SpawnAgent" in tools and "GrantBudget" not in tools:
+            tools.append("GrantBudget")
+        if "RequestBudget" not in tools:
+            tools.append("RequestBudget")
+        if tools != role.tools:
+            role.tools = tools
+            role.save(update_fields=["tools"])

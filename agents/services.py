@@ -6,9 +6,11 @@ admin and the delegation tools call.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,19 @@ from agents.models import (
     MessageKind,
     Project,
     Role,
+    WaitingFor,
     Workspace,
 )
 from agents.tasks import enqueue_agent_run
+from budgets.models import Budget
+from budgets.services import (
+    BudgetError,
+    budget_create,
+    budget_return_leftover,
+    parse_tokens,
+    parse_usd,
+    project_check_cap,
+)
 
 S = AgentStatus
 # The only status changes there are. Anything else is refused with InvalidTransition.
@@ -72,7 +84,7 @@ def agent_transition(
     if to != S.RUNNING:
         fields |= {"lease_token": None, "lease_expires_at": None}
     if to != S.WAITING:
-        fields["wake_at"] = None
+        fields |= {"wake_at": None, "waiting_for": ""}
     if to in FINISHED_STATUSES:
         fields["finished_at"] = now
     elif to == S.PENDING:
@@ -139,6 +151,8 @@ class SpawnRequest:
     project: Project
     parent: Agent | None
     model: str
+    budget_usd: Decimal | None = None
+    budget_tokens: int | None = None
 
 
 def spawn_request_validate(
@@ -148,8 +162,11 @@ def spawn_request_validate(
     repo_path: str | None = None,
     parent: Agent | int | None = None,
     model: str | None = None,
+    budget_usd: Any = None,
+    budget_tokens: Any = None,
 ) -> SpawnRequest:
     """Check everything a spawn needs without creating anything."""
+    usd, tokens = parse_usd(budget_usd), parse_tokens(budget_tokens)
     task = (task or "").strip()
     if not task:
         raise OrchestratorError("The task is empty: say what the agent should do.")
@@ -173,7 +190,22 @@ def spawn_request_validate(
     else:
         raise OrchestratorError("Say which repository the agent works on (--repo PATH).")
     model = (model or "").strip() or role_obj.default_model or settings.ORCHESTRATOR_DEFAULT_MODEL
-    return SpawnRequest(role=role_obj, task=task, project=project, parent=parent, model=model)
+    project_check_cap(project=project)
+    if parent is not None and usd is not None:
+        available = Budget.objects.filter(agent=parent).first()
+        if available is not None and available.limit_usd is not None and usd > available.available_usd:
+            raise BudgetError(
+                f"Agent {parent.pk} has ${available.available_usd} of budget left; it can't give ${usd}."
+            )
+    return SpawnRequest(
+        role=role_obj,
+        task=task,
+        project=project,
+        parent=parent,
+        model=model,
+        budget_usd=usd,
+        budget_tokens=tokens,
+    )
 
 
 def agent_spawn(
@@ -183,16 +215,29 @@ def agent_spawn(
     repo_path: str | None = None,
     parent: Agent | int | None = None,
     model: str | None = None,
+    budget_usd: Any = None,
+    budget_tokens: Any = None,
     spawned_by: AbstractBaseUser | None = None,
     commit_parent_work: bool = False,
 ) -> Agent:
     """Create an agent with its worktree and queue its first run once the transaction commits.
 
     `commit_parent_work`: commit what the parent has written so far first, so the child starts
-    from it. Only the parent's own worker may ask for that (one writer per worktree).
+    from it. Only the parent's own worker may ask for that (one writer per worktree); it also
+    caps a requested budget to what the parent has left instead of refusing it.
     """
     check_model_access()
-    request = spawn_request_validate(role=role, task=task, repo_path=repo_path, parent=parent, model=model)
+    request = spawn_request_validate(
+        role=role,
+        task=task,
+        repo_path=repo_path,
+        parent=parent,
+        model=model,
+        budget_usd=None if commit_parent_work else budget_usd,
+        budget_tokens=budget_tokens,
+    )
+    if commit_parent_work and budget_usd is not None:
+        request = dataclasses.replace(request, budget_usd=parse_usd(budget_usd))
     return _create_agents([request], spawned_by=spawned_by, commit_parent_work=commit_parent_work)[0]
 
 
@@ -207,7 +252,7 @@ def agents_spawn_batch(
             raise OrchestratorError(
                 f"Entry {number}: expected a mapping of fields, got {type(entry).__name__}."
             )
-        unknown = set(entry) - {"role", "task", "repo", "parent", "model"}
+        unknown = set(entry) - {"role", "task", "repo", "parent", "model", "budget_usd", "budget_tokens"}
         if unknown:
             raise OrchestratorError(
                 f"Entry {number}: unknown field(s) {', '.join(sorted(map(str, unknown)))}."
@@ -220,6 +265,8 @@ def agents_spawn_batch(
                     repo_path=entry.get("repo"),
                     parent=entry.get("parent"),
                     model=entry.get("model"),
+                    budget_usd=entry.get("budget_usd"),
+                    budget_tokens=entry.get("budget_tokens"),
                 )
             )
         except OrchestratorError as exc:
@@ -244,6 +291,12 @@ def _create_agents(
                     task=request.task,
                     model=request.model,
                     spawned_by=spawned_by,
+                )
+                budget_create(
+                    agent=agent,
+                    usd=request.budget_usd,
+                    tokens=request.budget_tokens,
+                    cap_to_parent=commit_parent_work,
                 )
                 worktrees.append(Path(_workspace_create(agent, commit_parent_work=commit_parent_work).path))
                 transaction.on_commit(lambda agent_id=agent.pk: enqueue_agent_run(agent_id=agent_id))
@@ -322,8 +375,8 @@ def agent_wake_if_ready(*, agent_id: int) -> bool:
     # Lock the row whatever its status: a parent deciding to wait holds this lock, and we must
     # see its decision (PostgreSQL would skip a row whose old version doesn't match a filter).
     agent = Agent.objects.select_for_update().filter(pk=agent_id).first()
-    if agent is None or agent.status != S.WAITING:
-        return False
+    if agent is None or agent.status != S.WAITING or agent.waiting_for == WaitingFor.BUDGET:
+        return False  # an agent out of budget wakes when its budget is raised
     unfinished = Agent.objects.filter(parent_id=agent_id).exclude(status__in=FINISHED_STATUSES).exists()
     direct = Message.objects.filter(
         recipient_id=agent_id, delivered_at__isnull=True, kind=MessageKind.MESSAGE
@@ -336,9 +389,11 @@ def agent_wake_if_ready(*, agent_id: int) -> bool:
 
 
 def report_to_parent(*, agent: Agent, status: str, text: str) -> None:
-    """Send a finished agent's outcome to its parent as mail (inside the finishing transaction)."""
+    """A finished agent's outcome goes to its parent as mail, and its unspent budget goes back
+    (inside the finishing transaction, so both happen exactly once)."""
     if agent.parent_id is None:
         return
+    budget_return_leftover(agent=agent)
     body = f"Agent {agent.pk} ({agent.role.name}) finished: {status}.\n\n{text or '(no result text)'}"
     Message.objects.create(
         recipient_id=agent.parent_id, sender=agent, kind=MessageKind.CHILD_RESULT, body=body

@@ -35,3 +35,12 @@ class Paused(AgentStop):
 
 class Shutdown(AgentStop):
     """The worker is shutting down (SIGTERM): release the agent so another worker continues."""
+
+
+class OutOfBudget(AgentStop):
+    """The next call's worst case cannot be reserved: the agent waits for more budget."""
+
+    def __init__(self, message: str, *, usd: object = None, tokens: int = 0) -> None:
+        super().__init__(message)
+        self.usd = usd
+        self.tokens = tokens

@@ -61,10 +61,13 @@ class AgentLoop:
         self.sink.check_control()
         self.limits.check(self.turns_taken)
         self._append_user(self.sink.take_inbox())
-        reply = self.model.query(
-            Request(system=self.system, messages=self.messages, tools=self.tools.schemas()),
-            on_text=self.sink.on_text,
-        )
+        request = Request(system=self.system, messages=self.messages, tools=self.tools.schemas())
+        self.sink.reserve(request)
+        try:
+            reply = self.model.query(request, on_text=self.sink.on_text)
+        except BaseException:
+            self.sink.release()
+            raise
         self.turns_taken += 1
         self.sink.record_reply(reply)
         self.messages.append({"role": "assistant", "content": reply.content})

@@ -90,6 +90,7 @@ def test_implementer_creates_file_in_worktree_and_commits_it(workers, fake_anthr
         "Grep",
         "Bash",
         "SendMessage",
+        "RequestBudget",
     }
     assert workspace.path in requests[0].body["system"]
 

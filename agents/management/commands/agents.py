@@ -19,13 +19,22 @@ class Command(BaseCommand):
             return
         if not options["tree"]:
             agents = agents.order_by("pk")
-        header = f"{'ID':>5}  {'ROLE':<24} {'STATUS':<10} {'TOKENS IN':>10} {'OUT':>8} {'COST $':>10}  BRANCH"
+        header = (
+            f"{'ID':>5}  {'ROLE':<22} {'STATUS':<10} {'TOKENS IN':>10} {'OUT':>8} "
+            f"{'SPENT $':>10} {'RESERVED $':>10} {'BUDGET $':>10}  BRANCH / WHY IT WAITS"
+        )
         self.stdout.write(header)
         for agent in agents:
             indent = "  " * agent.tree_depth if options["tree"] else ""
             workspace = getattr(agent, "workspace", None)
+            budget = getattr(agent, "budget", None)
+            limit = f"{budget.limit_usd:.4f}" if budget and budget.limit_usd is not None else "-"
+            reserved = budget.reserved_usd if budget else 0
+            note = (
+                agent.status_reason if agent.status == "waiting" else (workspace.branch if workspace else "-")
+            )
             self.stdout.write(
-                f"{agent.pk:>5}  {(indent + agent.role.name)[:24]:<24} {agent.status:<10} "
-                f"{agent.input_tokens:>10} {agent.output_tokens:>8} {agent.cost_usd:>10.4f}  "
-                f"{workspace.branch if workspace else '-'}"
+                f"{agent.pk:>5}  {(indent + agent.role.name)[:22]:<22} {agent.status:<10} "
+                f"{agent.input_tokens:>10} {agent.output_tokens:>8} {agent.cost_usd:>10.4f} "
+                f"{reserved:>10.4f} {limit:>10}  {note}"
             )

@@ -18,6 +18,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--model", help="Model id (default: the role's, else ORCHESTRATOR_DEFAULT_MODEL)."
         )
+        parser.add_argument("--budget-usd", help="Dollar limit (for a child: carved out of its parent's).")
+        parser.add_argument("--budget-tokens", help="Token limit.")
         parser.add_argument("--wait", action="store_true", help="Wait for the agent and its descendants.")
         parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds.")
 
@@ -29,6 +31,8 @@ class Command(BaseCommand):
                 repo_path=options["repo"],
                 parent=options["parent"],
                 model=options["model"],
+                budget_usd=options["budget_usd"],
+                budget_tokens=options["budget_tokens"],
             )
         )
         self.stdout.write(str(agent.pk))
