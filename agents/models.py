@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from tree_queries.models import TreeNode
 
+from budgets.fields import MicroUSDField
+
 
 class Project(models.Model):
     """A local git repository that agents work on."""
@@ -13,9 +15,7 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     repo_path = models.CharField(max_length=1000, unique=True, help_text="Absolute, symlinks resolved.")
     base_branch = models.CharField(max_length=255)
-    monthly_budget_usd = models.DecimalField(
-        max_digits=14,
-        decimal_places=6,
+    monthly_budget_usd = MicroUSDField(
         null=True,
         blank=True,
         help_text="Hard cap per calendar month; blank: none.",
@@ -112,7 +112,7 @@ class Agent(TreeNode):
     output_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
     cache_read_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    cost_usd = MicroUSDField(default=0)
 
     class Meta:
         indexes = [

@@ -37,6 +37,7 @@ from agents.models import (
 )
 from agents.tasks import enqueue_agent_run
 from budgets.models import Budget
+from budgets.pricing import PricingError, price_for_model
 from budgets.services import (
     BudgetError,
     budget_create,
@@ -190,6 +191,10 @@ def spawn_request_validate(
     else:
         raise OrchestratorError("Say which repository the agent works on (--repo PATH).")
     model = (model or "").strip() or role_obj.default_model or settings.ORCHESTRATOR_DEFAULT_MODEL
+    try:
+        price_for_model(model=model)
+    except PricingError as exc:
+        raise OrchestratorError(str(exc)) from None
     project_check_cap(project=project)
     if parent is not None and usd is not None:
         available = Budget.objects.filter(agent=parent).first()

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from budgets.fields import MicroUSDField
+
 
 class ModelPrice(models.Model):
     """USD per million tokens for the models whose id starts with `model_prefix`.
@@ -50,7 +52,7 @@ class UsageRecord(models.Model):
     cache_write_5m_tokens = models.BigIntegerField(default=0)
     cache_write_1h_tokens = models.BigIntegerField(default=0)
     cache_read_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    cost_usd = MicroUSDField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -78,12 +80,10 @@ class Budget(models.Model):
         "agents.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
     )
     month = models.DateField(null=True, blank=True, help_text="First day of the month, for project budgets.")
-    limit_usd = models.DecimalField(
-        max_digits=14, decimal_places=6, null=True, blank=True, help_text="Blank: none."
-    )
+    limit_usd = MicroUSDField(null=True, blank=True, help_text="Blank: none.")
     limit_tokens = models.BigIntegerField(null=True, blank=True, help_text="Blank: none.")
-    spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
-    reserved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    spent_usd = MicroUSDField(default=0)
+    reserved_usd = MicroUSDField(default=0)
     spent_tokens = models.BigIntegerField(default=0)
     reserved_tokens = models.BigIntegerField(default=0)
     returned = models.BooleanField(default=False, help_text="Leftover handed back to the parent.")
@@ -157,9 +157,9 @@ class LedgerEntry(models.Model):
         "agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     kind = models.CharField(max_length=20, choices=LedgerKind.choices)
-    limit_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
-    spent_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
-    reserved_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    limit_usd = MicroUSDField(default=0)
+    spent_usd = MicroUSDField(default=0)
+    reserved_usd = MicroUSDField(default=0)
     limit_tokens = models.BigIntegerField(default=0)
     spent_tokens = models.BigIntegerField(default=0)
     reserved_tokens = models.BigIntegerField(default=0)
@@ -178,7 +178,7 @@ class Reservation(models.Model):
 
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="reservations")
     budgets = models.ManyToManyField(Budget, related_name="+")
-    usd = models.DecimalField(max_digits=14, decimal_places=6)
+    usd = MicroUSDField()
     tokens = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from agents.errors import OrchestratorError
 from agents.models import Agent, AgentEvent, Project, TranscriptEntry
 from agents.runtime.exceptions import OutOfBudget
+from budgets.fields import usd_value
 from budgets.models import Budget, LedgerEntry, LedgerKind, Reservation, UsageRecord
 from budgets.pricing import TokenUsage, cost_of, price_for_model
 
@@ -85,7 +86,7 @@ def usage_record(*, agent: Agent, entry: TranscriptEntry, model: str, usage: dic
         + tokens.cache_write_5m_tokens
         + tokens.cache_write_1h_tokens,
         cache_read_tokens=F("cache_read_tokens") + tokens.cache_read_tokens,
-        cost_usd=F("cost_usd") + cost,
+        cost_usd=F("cost_usd") + usd_value(cost),
     )
     return record
 
@@ -100,7 +101,11 @@ def _move(
     query = Budget.objects.filter(pk=budget.pk)
     if guard is not None:
         query = query.filter(guard)
-    changes = {name: F(name) + value for name, value in deltas.items() if value}
+    changes = {
+        name: F(name) + (usd_value(value) if name.endswith("_usd") else value)
+        for name, value in deltas.items()
+        if value
+    }
     if changes and not query.update(**changes):
         return False
     LedgerEntry.objects.create(budget=budget, agent=agent, kind=kind, note=note[:300], **deltas)
@@ -109,7 +114,9 @@ def _move(
 
 def _fits(usd: Decimal, tokens: int) -> Q:
     """Budget has room for `usd` and `tokens` more (a NULL limit is no limit)."""
-    return (Q(limit_usd__isnull=True) | Q(limit_usd__gte=F("spent_usd") + F("reserved_usd") + usd)) & (
+    return (
+        Q(limit_usd__isnull=True) | Q(limit_usd__gte=F("spent_usd") + F("reserved_usd") + usd_value(usd))
+    ) & (
         Q(limit_tokens__isnull=True) | Q(limit_tokens__gte=F("spent_tokens") + F("reserved_tokens") + tokens)
     )
 
@@ -197,7 +204,7 @@ def _carve(parent_budget: Budget, child: Agent, usd: Decimal | None, cap: bool, 
         agent=child,
         limit_usd=-usd,
         note=f"carved out for agent {child.pk}",
-        guard=Q(limit_usd__gte=F("spent_usd") + F("reserved_usd") + usd),
+        guard=Q(limit_usd__gte=F("spent_usd") + F("reserved_usd") + usd_value(usd)),
     )
     if not moved:
         raise BudgetError(f"Agent {child.parent_id}'s budget changed meanwhile; try again.")
@@ -404,7 +411,7 @@ def budget_grant(*, parent: Agent, child: Agent, usd: Any) -> Decimal:
             agent=child,
             limit_usd=-amount,
             note=f"granted to agent {child.pk}",
-            guard=Q(limit_usd__gte=F("spent_usd") + F("reserved_usd") + amount),
+            guard=Q(limit_usd__gte=F("spent_usd") + F("reserved_usd") + usd_value(amount)),
         ):
             parent_budget.refresh_from_db()
             raise BudgetError(f"You have ${parent_budget.available_usd} left; you can't grant ${amount}.")
