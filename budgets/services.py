@@ -341,6 +341,7 @@ def _alert(budget_id: int, agent: Agent) -> None:
         )
 
 
+@transaction.atomic
 def budget_return_leftover(*, agent: Agent) -> Decimal:
     """A finished child's unspent budget goes back to its parent, exactly once."""
     budget = Budget.objects.select_for_update().filter(agent=agent).first()
