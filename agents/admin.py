@@ -1,17 +1,52 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
 from agents.errors import OrchestratorError
 from agents.models import Agent, Message, Project, Role, TranscriptEntry, Workspace
 from agents.services import agent_cancel, agent_retry
-from budgets.models import UsageRecord
+from budgets import selectors as money
+from budgets.models import Budget, UsageRecord
+from budgets.services import project_budget_apply
+
+
+def _table(rows: list[dict], key: str) -> str:
+    if not rows:
+        return "No usage yet."
+    return format_html(
+        "<table><tr><th>{}</th><th>Cost $</th><th>Calls</th><th>Input</th><th>Output</th></tr>{}</table>",
+        key,
+        format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((r[key], r["cost_usd"], r["calls"], r["input_tokens"], r["output_tokens"]) for r in rows),
+        ),
+    )
 
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "repo_path", "base_branch", "created_at"]
+    list_display = ["name", "repo_path", "base_branch", "monthly_budget_usd", "created_at"]
     search_fields = ["name", "repo_path"]
+    readonly_fields = ["cost_by_role", "cost_by_model", "cost_by_day"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if change and {"monthly_budget_usd", "monthly_budget_tokens"} & set(form.changed_data):
+            project_budget_apply(project=obj)
+
+    @admin.display(description="Cost by role")
+    def cost_by_role(self, obj: Project) -> str:
+        return _table(money.cost_by_role(project_id=obj.pk), "role")
+
+    @admin.display(description="Cost by model")
+    def cost_by_model(self, obj: Project) -> str:
+        return _table(money.cost_by_model(project_id=obj.pk), "model")
+
+    @admin.display(description="Cost by day")
+    def cost_by_day(self, obj: Project) -> str:
+        return _table(money.cost_by_day(project_id=obj.pk), "day")
 
 
 @admin.register(Role)
@@ -24,6 +59,15 @@ class WorkspaceInline(admin.StackedInline):
     can_delete = False
     readonly_fields = ["path", "git_dir", "branch", "base_commit", "head_commit", "created_at"]
     extra = 0
+
+
+class BudgetInline(admin.StackedInline):
+    model = Budget
+    fields = ["limit_usd", "spent_usd", "reserved_usd", "limit_tokens", "spent_tokens", "alerted_percent"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+    verbose_name_plural = "Budget (raise it with `manage.py set_budget ID --usd N`)"
 
 
 class TranscriptInline(admin.TabularInline):
@@ -70,10 +114,15 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = [
         "parent", "project", "status", "status_reason", "result", "attempts", "turns", "input_tokens",
         "output_tokens", "cache_write_tokens", "cache_read_tokens", "cost_usd", "spawned_by", "created_at",
-        "started_at", "finished_at",
+        "started_at", "finished_at", "waiting_for", "subtree_cost",
     ]  # fmt: skip
-    inlines = [WorkspaceInline, UsageInline, TranscriptInline]
+    inlines = [WorkspaceInline, BudgetInline, UsageInline, TranscriptInline]
     actions = ["cancel", "retry"]
+
+    @admin.display(description="Cost of it and its descendants")
+    def subtree_cost(self, obj: Agent) -> str:
+        totals = money.subtree_totals(agent=obj)
+        return f"${totals['cost_usd'] or 0} over {totals['agents']} agents"
 
     @admin.action(description="Cancel the selected agents and their subtrees")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:

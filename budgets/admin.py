@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from budgets.models import ModelPrice, UsageRecord
+from budgets.models import Budget, LedgerEntry, ModelPrice, UsageRecord
 
 
 @admin.register(ModelPrice)
@@ -25,3 +25,48 @@ class UsageRecordAdmin(admin.ModelAdmin):
     ]
     list_filter = ["model"]
     readonly_fields = [f.name for f in UsageRecord._meta.fields]
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "agent",
+        "project",
+        "month",
+        "limit_usd",
+        "spent_usd",
+        "reserved_usd",
+        "alerted_percent",
+    ]
+    readonly_fields = [f.name for f in Budget._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # budgets are set through spawn, set_budget and the project's monthly cap
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    """Append-only: readable, never edited."""
+
+    list_display = [
+        "id",
+        "budget",
+        "agent",
+        "kind",
+        "limit_usd",
+        "spent_usd",
+        "reserved_usd",
+        "note",
+        "created_at",
+    ]
+    list_filter = ["kind"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

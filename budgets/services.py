@@ -437,3 +437,26 @@ def _wake_if_waiting_for_budget(agent: Agent) -> None:
     waiting = Q(status=AgentStatus.WAITING, waiting_for=WaitingFor.BUDGET)
     if agent_transition(agent_id=agent.pk, to=AgentStatus.PENDING, reason="Budget raised.", where=waiting):
         transaction.on_commit(lambda: enqueue_agent_run(agent_id=agent.pk))
+
+
+def project_budget_apply(*, project: Project) -> None:
+    """A project's monthly cap changed: apply it to this month and let waiting agents try again."""
+    from agents.models import AgentStatus, WaitingFor
+
+    with transaction.atomic():
+        budget = project_month_budget(project=project)
+        if budget is not None:
+            old_usd, old_tokens = budget.limit_usd, budget.limit_tokens
+            Budget.objects.filter(pk=budget.pk).update(
+                limit_usd=project.monthly_budget_usd, limit_tokens=project.monthly_budget_tokens
+            )
+            LedgerEntry.objects.create(
+                budget=budget,
+                kind=LedgerKind.SET,
+                limit_usd=(project.monthly_budget_usd or 0) - (old_usd or 0),
+                limit_tokens=(project.monthly_budget_tokens or 0) - (old_tokens or 0),
+                note="monthly cap changed",
+            )
+        waiting = project.agents.filter(status=AgentStatus.WAITING, waiting_for=WaitingFor.BUDGET)
+        for agent in waiting:
+            _wake_if_waiting_for_budget(agent)

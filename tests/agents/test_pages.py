@@ -54,7 +54,7 @@ def test_admin_agent_page_has_transcript_and_usage_inlines(admin_client, finishe
     response = admin_client.get(reverse("admin:agents_agent_change", args=[finished_agent.pk]))
     assert response.status_code == 200
     inlines = [formset.opts.__class__.__name__ for formset in response.context["inline_admin_formsets"]]
-    assert inlines == ["WorkspaceInline", "UsageInline", "TranscriptInline"]
+    assert inlines == ["WorkspaceInline", "BudgetInline", "UsageInline", "TranscriptInline"]
     body = response.content.decode()
     assert "Notes written to notes.md." in body
 
@@ -64,7 +64,7 @@ def test_admin_lists_render(admin_client, finished_agent, model):
     assert admin_client.get(reverse(f"admin:agents_{model}_changelist")).status_code == 200
 
 
-@pytest.mark.parametrize("model", ["modelprice", "usagerecord"])
+@pytest.mark.parametrize("model", ["modelprice", "usagerecord", "budget", "ledgerentry"])
 def test_budget_admin_lists_render(admin_client, finished_agent, model):
     assert admin_client.get(reverse(f"admin:budgets_{model}_changelist")).status_code == 200
 

@@ -281,3 +281,66 @@ def test_agents_json_shows_spent_reserved_budget_and_why_it_waits(agents_env, re
     assert row["spent_usd"] == "0.000000" and row["reserved_usd"] == "0.000000"
     assert row["status"] == "waiting" and row["waiting_for"] == "budget"
     assert row["status_reason"].startswith("Out of budget")
+
+
+def test_rollups_by_role_model_day_project_and_subtree_each_take_one_query(
+    agents_env, repo, django_assert_num_queries
+):
+    from budgets import selectors
+
+    agents_env.script(
+        "Plan it", [Turn([text("planned")], usage={"input_tokens": 1_000_000, "output_tokens": 0})]
+    )
+    agents_env.script(
+        "Build it", [Turn([text("built")], usage={"input_tokens": 0, "output_tokens": 100_000})]
+    )
+    planner = agent_spawn(role="planner", task="Plan it", repo_path=str(repo))
+    builder = agent_spawn(role="implementer", task="Build it", parent=planner.pk, model="claude-haiku-4-5")
+    run_here(builder)
+    run_here(planner)
+
+    with django_assert_num_queries(1):
+        by_role = {r["role"]: r["cost_usd"] for r in selectors.cost_by_role(project_id=planner.project_id)}
+    assert by_role == {"planner": Decimal("2"), "implementer": Decimal("0.5")}
+    with django_assert_num_queries(1):
+        by_model = {r["model"]: r["calls"] for r in selectors.cost_by_model()}
+    assert by_model == {"claude-sonnet-5-5": 1, "claude-haiku-4-5": 1}
+    with django_assert_num_queries(1):
+        (day,) = selectors.cost_by_day()
+    assert day["cost_usd"] == Decimal("2.5")
+    with django_assert_num_queries(1):
+        (project,) = selectors.cost_by_project()
+    assert project["cost_usd"] == Decimal("2.5")
+    with django_assert_num_queries(1):
+        subtree = selectors.subtree_totals(agent=planner)
+    assert subtree["cost_usd"] == Decimal("2.5") and subtree["agents"] == 2
+
+
+def test_project_admin_shows_rollups_and_a_new_cap_wakes_waiting_agents(admin_client, agents_env, repo):
+    from django.urls import reverse
+
+    agents_env.script("Capped", [Turn([text("done")])])
+    agent = agent_spawn(role="implementer", task="Capped", repo_path=str(repo))
+    Project.objects.filter(pk=agent.project_id).update(monthly_budget_usd=Decimal("0.01"))
+    agent = run_here(agent)
+    assert agent.waiting_for == WaitingFor.BUDGET and "project budget for" in agent.status_reason
+
+    url = reverse("admin:agents_project_change", args=[agent.project_id])
+    page = admin_client.get(url).content.decode()
+    assert "Cost by role" in page and "Cost by model" in page
+    project = agent.project
+    response = admin_client.post(
+        url,
+        {
+            "name": project.name,
+            "repo_path": project.repo_path,
+            "base_branch": project.base_branch,
+            "monthly_budget_usd": "10",
+        },
+    )
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.status == S.PENDING
+    assert run_here(agent).status == S.COMPLETED
+    page = admin_client.get(reverse("dashboard:agent", args=[agent.pk])).content.decode()
+    assert "no limit of its own" in page
