@@ -102,6 +102,7 @@ class AgentAdmin(admin.ModelAdmin):
         "id",
         "role",
         "status",
+        "waiting_for",
         "project",
         "model",
         "input_tokens",
