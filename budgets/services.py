@@ -302,6 +302,11 @@ def budget_release(*, reservation: Reservation) -> None:
                 reserved_usd=-reservation.usd,
                 reserved_tokens=-reservation.tokens,
             )
+            if (
+                budget.agent_id
+                and Budget.objects.filter(pk=budget.pk, returned=True, limit_usd__isnull=False).exists()
+            ):
+                _forward_to_parent(budget, reservation.agent, reservation.usd)
 
 
 def budget_has_room(*, agent: Agent, usd: Decimal, tokens: int) -> bool:
@@ -310,6 +315,27 @@ def budget_has_room(*, agent: Agent, usd: Decimal, tokens: int) -> bool:
     budgets = [b for b in (_agent_budget(agent), project_month_budget(project=agent.project)) if b]
     locked = Budget.objects.select_for_update().filter(pk__in=[b.pk for b in budgets])
     return locked.filter(_fits(usd, tokens)).count() == len(budgets)
+
+
+def _forward_to_parent(budget: Budget, agent: Agent, usd: Decimal) -> None:
+    """The agent finished (its leftover already went back) while this was reserved: send it on."""
+    parent_budget = Budget.objects.filter(agent_id=agent.parent_id, limit_usd__isnull=False).first()
+    if parent_budget is None:
+        return
+    _move(
+        budget,
+        LedgerKind.RETURN,
+        agent=agent,
+        limit_usd=-usd,
+        note=f"released after finishing, to {agent.parent_id}",
+    )
+    _move(
+        parent_budget,
+        LedgerKind.RETURN,
+        agent=agent,
+        limit_usd=usd,
+        note=f"released after agent {agent.pk} finished",
+    )
 
 
 def budget_release_stale(*, agent: Agent) -> None:

@@ -344,3 +344,20 @@ def test_project_admin_shows_rollups_and_a_new_cap_wakes_waiting_agents(admin_cl
     assert run_here(agent).status == S.COMPLETED
     page = admin_client.get(reverse("dashboard:agent", args=[agent.pk])).content.decode()
     assert "no limit of its own" in page
+
+
+def test_a_reservation_released_after_a_cancel_still_reaches_the_parent(seeded, repo, worktrees_dir):
+    from budgets.services import budget_release, budget_reserve
+
+    parent = agent_spawn(role="planner", task="Parent", repo_path=str(repo), budget_usd="1.00")
+    child = agent_spawn(role="implementer", task="Child", parent=parent, budget_usd="0.40")
+    in_flight = budget_reserve(agent=child, usd=Decimal("0.25"), tokens=100)
+    agent_cancel(agent=child)  # returns the 0.15 not reserved
+    assert Budget.objects.get(agent=parent).limit_usd == Decimal("0.75")
+
+    budget_release(reservation=in_flight)  # the worker gives back what it held
+
+    assert Budget.objects.get(agent=parent).limit_usd == Decimal("1.00")
+    assert Budget.objects.get(agent=child).limit_usd == Decimal("0")
+    for budget in Budget.objects.all():
+        assert_ledger_matches(budget)
