@@ -194,9 +194,9 @@ class AgentSink:
         return Agent.objects.filter(pk=self.agent.pk, lease_token=self.token, status=S.RUNNING).exists()
 
     def check_control(self) -> None:
+        """Between steps: no query. The heartbeat turns a cancel, pause or lost lease into `stop`
+        within a poll, and the next write is fenced anyway."""
         self.raise_if_stopped()
-        with transaction.atomic():
-            self.fence()
 
     def should_stop(self) -> bool:
         return self.stop.is_set()
@@ -247,7 +247,12 @@ class AgentSink:
                 duration_ms=reply.duration_ms,
             )
             usage = usage_record(
-                agent=self.agent, entry=entry, model=reply.model or self.agent.model, usage=reply.usage
+                agent=self.agent,
+                entry=entry,
+                model=reply.model or self.agent.model,
+                usage=reply.usage,
+                turns=F("turns") + 1,
+                api_failures=0,
             )
             tokens = (
                 usage.input_tokens
@@ -259,7 +264,6 @@ class AgentSink:
             if self.reservation is not None:
                 budget_settle(reservation=self.reservation, usd=usage.cost_usd, tokens=tokens)
                 self.reservation = None
-            Agent.objects.filter(pk=self.agent.pk).update(turns=F("turns") + 1, api_failures=0)
         # What the API counted bounds the next request's input exactly, up to what is added.
         self.known_input_tokens = tokens
         self.known_input_bytes = self.request_bytes + len(
@@ -289,6 +293,8 @@ class AgentSink:
             self._append(EntryKind.USER, {"content": content})
 
     def take_inbox(self) -> list[dict[str, Any]]:
+        if not Message.objects.filter(recipient=self.agent, delivered_at__isnull=True).exists():
+            return []
         with transaction.atomic():
             self.fence()
             mail = list(

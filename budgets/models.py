@@ -177,7 +177,10 @@ class Reservation(models.Model):
     """Worst-case cost held before one model call, until it is settled or released."""
 
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="reservations")
-    budgets = models.ManyToManyField(Budget, related_name="+")
+    agent_budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="+")
+    project_budget = models.ForeignKey(
+        Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     usd = MicroUSDField()
     tokens = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -188,3 +191,7 @@ class Reservation(models.Model):
 
     def __str__(self) -> str:
         return f"${self.usd} for agent #{self.agent_id}"
+
+    @property
+    def budget_ids(self) -> list[int]:
+        return [pk for pk in (self.agent_budget_id, self.project_budget_id) if pk]

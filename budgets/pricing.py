@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -50,14 +51,34 @@ class ChosenPrice:
     rule: str
 
 
+# Prices change rarely; a worker re-reads them at most this often (a new price applies within it).
+CACHE_SECONDS = 60
+_cache: dict[str, tuple[float, ChosenPrice]] = {}
+
+
 def price_for_model(*, model: str, at: datetime | None = None) -> ChosenPrice:
+    """The price in force for `model` now (cached briefly), or at `at` (never cached)."""
+    if at is not None:
+        return _price_for_model(model=model, at=at)
+    cached = _cache.get(model)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    chosen = _price_for_model(model=model, at=timezone.now())
+    _cache[model] = (time.monotonic() + CACHE_SECONDS, chosen)
+    return chosen
+
+
+def price_cache_clear() -> None:
+    _cache.clear()
+
+
+def _price_for_model(*, model: str, at: datetime) -> ChosenPrice:
     """The price in force for `model` at `at` (default now).
 
     Rule: the longest `model_prefix` the model id starts with. An unknown model is never free:
     it gets the most expensive price of its family (opus/sonnet/haiku named in its id), or the
     most expensive price of all when no family is named.
     """
-    at = at or timezone.now()
     in_force = _prices_in_force(at)
     if not in_force:
         raise PricingError("No model prices are configured: add one in the admin (Budgets > Model prices).")

@@ -58,10 +58,11 @@ def parse_tokens(value: Any, *, field: str = "budget_tokens") -> int | None:
 
 
 @transaction.atomic
-def usage_record(*, agent: Agent, entry: TranscriptEntry, model: str, usage: dict) -> UsageRecord:
-    """Price one reply's usage and add it to the agent's totals, in one transaction.
-
-    The one-to-one on `entry` makes a second record for the same reply fail loudly.
+def usage_record(
+    *, agent: Agent, entry: TranscriptEntry, model: str, usage: dict, **agent_updates: Any
+) -> UsageRecord:
+    """Price one reply's usage and add it to the agent's totals (with any `agent_updates`), in one
+    transaction. The one-to-one on `entry` makes a second record for the same reply fail loudly.
     """
     tokens = TokenUsage.from_api(usage)
     chosen = price_for_model(model=model)
@@ -87,6 +88,7 @@ def usage_record(*, agent: Agent, entry: TranscriptEntry, model: str, usage: dic
         + tokens.cache_write_1h_tokens,
         cache_read_tokens=F("cache_read_tokens") + tokens.cache_read_tokens,
         cost_usd=F("cost_usd") + usd_value(cost),
+        **agent_updates,
     )
     return record
 
@@ -230,9 +232,13 @@ def budget_reserve(*, agent: Agent, usd: Decimal, tokens: int) -> Reservation:
             ):
                 budget.refresh_from_db()
                 raise OutOfBudget(_out_of_budget_reason(budget, usd, tokens), usd=usd, tokens=tokens)
-        reservation = Reservation.objects.create(agent=agent, usd=usd, tokens=tokens)
-        reservation.budgets.set(budgets)
-    return reservation
+        return Reservation.objects.create(
+            agent=agent,
+            usd=usd,
+            tokens=tokens,
+            agent_budget=budgets[0],
+            project_budget=budgets[1] if len(budgets) > 1 else None,
+        )
 
 
 def _agent_budget(agent: Agent) -> Budget:
@@ -257,7 +263,7 @@ def _out_of_budget_reason(budget: Budget, usd: Decimal, tokens: int) -> str:
 
 def budget_settle(*, reservation: Reservation, usd: Decimal, tokens: int) -> None:
     """Replace a reservation with the real cost (call inside the transaction recording the reply)."""
-    for budget in reservation.budgets.all():
+    for budget in Budget.objects.filter(pk__in=reservation.budget_ids):
         deltas = {
             "reserved_usd": -reservation.usd,
             "reserved_tokens": -reservation.tokens,
@@ -283,7 +289,8 @@ def budget_settle(*, reservation: Reservation, usd: Decimal, tokens: int) -> Non
             AgentEvent.objects.create(
                 agent=reservation.agent, kind="budget_overrun", data={"budget": budget.pk}
             )
-        _alert(budget.pk, reservation.agent)
+        if budget.limit_usd is not None:
+            _alert(budget.pk, reservation.agent)
     Reservation.objects.filter(pk=reservation.pk).update(closed_at=timezone.now())
 
 
@@ -294,7 +301,7 @@ def budget_release(*, reservation: Reservation) -> None:
             closed_at=timezone.now()
         ):
             return
-        for budget in reservation.budgets.all():
+        for budget in Budget.objects.filter(pk__in=reservation.budget_ids):
             _move(
                 budget,
                 LedgerKind.RELEASE,

@@ -45,6 +45,14 @@ def worktrees_dir(tmp_path: Path, settings) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fresh_price_cache() -> None:
+    """Each test sees the prices it sets up (workers cache them for a minute)."""
+    from budgets.pricing import price_cache_clear
+
+    price_cache_clear()
+
+
 @pytest.fixture
 def seeded(db) -> None:
     """Roles and prices, as the data migrations seed them (transactional tests flush those)."""

@@ -12,6 +12,7 @@ from django.db.models import Sum
 from agents.models import Agent, AgentStatus, Project, WaitingFor
 from agents.services import agent_cancel, agent_spawn
 from budgets.models import Budget, LedgerEntry, LedgerKind, ModelPrice, UsageRecord
+from budgets.pricing import price_cache_clear
 from budgets.services import budget_return_leftover
 from tests.conftest import run_here, wait_for
 from tests.fakes.anthropic_server import Turn, text, tool_use
@@ -196,6 +197,7 @@ def test_a_price_change_does_not_change_the_cost_of_earlier_calls(agents_env, re
         cache_read_per_mtok=Decimal("0.3"),
         effective_from="2026-11-23T00:00:00Z",
     )
+    price_cache_clear()  # workers pick up a new price within a minute
     second = run_here(agent_spawn(role="implementer", task="Priced call again", repo_path=str(repo)))
     assert second.cost_usd == Decimal("3")
     first.refresh_from_db()
