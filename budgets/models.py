@@ -195,3 +195,29 @@ class Reservation(models.Model):
     @property
     def budget_ids(self) -> list[int]:
         return [pk for pk in (self.agent_budget_id, self.project_budget_id) if pk]
+
+
+class UsageDaily(models.Model):
+    """Usage summed per project, day, role and model: what the cost rollups read.
+
+    Upserted in the transaction that records each UsageRecord, so it always equals the sum of
+    those rows; a rollup then reads a few hundred rows instead of millions.
+    """
+
+    project = models.ForeignKey("agents.Project", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    role = models.CharField(max_length=50)
+    model = models.CharField(max_length=100)
+    calls = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cost_usd = MicroUSDField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day", "role", "model"], name="usage_daily_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.role} {self.model}"

@@ -10,15 +10,15 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.errors import OrchestratorError
 from agents.models import Agent, AgentEvent, Project, TranscriptEntry
 from agents.runtime.exceptions import OutOfBudget
-from budgets.fields import usd_value
-from budgets.models import Budget, LedgerEntry, LedgerKind, Reservation, UsageRecord
+from budgets.fields import MicroUSDField, usd_value
+from budgets.models import Budget, LedgerEntry, LedgerKind, Reservation, UsageDaily, UsageRecord
 from budgets.pricing import TokenUsage, cost_of, price_for_model
 
 MICRO = Decimal("0.000001")
@@ -90,7 +90,33 @@ def usage_record(
         cost_usd=F("cost_usd") + usd_value(cost),
         **agent_updates,
     )
+    _add_to_daily(agent=agent, model=model, tokens=tokens, cost=cost)
     return record
+
+
+def _add_to_daily(*, agent: Agent, model: str, tokens: TokenUsage, cost: Decimal) -> None:
+    """One upsert into the daily rollup (same SQL on PostgreSQL and SQLite >= 3.24)."""
+    table = UsageDaily._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (project_id, day, role, model, calls, input_tokens, output_tokens,"
+            " cache_read_tokens, cost_usd) VALUES (%s, %s, %s, %s, 1, %s, %s, %s, %s)"
+            " ON CONFLICT (project_id, day, role, model) DO UPDATE SET calls = {t}.calls + 1,"
+            " input_tokens = {t}.input_tokens + excluded.input_tokens,"
+            " output_tokens = {t}.output_tokens + excluded.output_tokens,"
+            " cache_read_tokens = {t}.cache_read_tokens + excluded.cache_read_tokens,"
+            " cost_usd = {t}.cost_usd + excluded.cost_usd".replace("{t}", table),
+            [
+                agent.project_id,
+                timezone.now().date(),
+                agent.role.name,
+                model,
+                tokens.input_tokens,
+                tokens.output_tokens,
+                tokens.cache_read_tokens,
+                MicroUSDField().get_prep_value(cost),
+            ],
+        )
 
 
 # --- Budgets ----------------------------------------------------------------------------------

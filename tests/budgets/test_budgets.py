@@ -312,10 +312,20 @@ def test_rollups_by_role_model_day_project_and_subtree_each_take_one_query(
     assert day["cost_usd"] == Decimal("2.5")
     with django_assert_num_queries(1):
         (project,) = selectors.cost_by_project()
-    assert project["cost_usd"] == Decimal("2.5")
+    assert project["cost_usd"] == Decimal("2.5") and project["project_name"] == planner.project.name
     with django_assert_num_queries(1):
         subtree = selectors.subtree_totals(agent=planner)
     assert subtree["cost_usd"] == Decimal("2.5") and subtree["agents"] == 2
+    # the daily rollup the selectors read is exactly the sum of the usage rows
+    from budgets.models import UsageDaily
+
+    daily = UsageDaily.objects.aggregate(cost=Sum("cost_usd"), calls=Sum("calls"), out=Sum("output_tokens"))
+    usage = UsageRecord.objects.aggregate(cost=Sum("cost_usd"), out=Sum("output_tokens"))
+    assert (daily["cost"], daily["calls"], daily["out"]) == (
+        usage["cost"],
+        UsageRecord.objects.count(),
+        usage["out"],
+    )
 
 
 def test_project_admin_shows_rollups_and_a_new_cap_wakes_waiting_agents(admin_client, agents_env, repo):
