@@ -239,32 +239,61 @@ def _carve(parent_budget: Budget, child: Agent, usd: Decimal | None, cap: bool, 
     return usd
 
 
+class _NoRoom(Exception):
+    pass
+
+
 def budget_reserve(*, agent: Agent, usd: Decimal, tokens: int) -> Reservation:
     """Hold the worst case of the next call against the agent's and its project's budgets.
 
-    All or nothing: raises OutOfBudget (and holds nothing) if any of them lacks room.
+    All or nothing, in one conditional UPDATE: raises OutOfBudget (and holds nothing) unless
+    every one of them has room.
     """
     usd = usd.quantize(MICRO)
-    with transaction.atomic():
-        budgets = [b for b in (_agent_budget(agent), project_month_budget(project=agent.project)) if b]
-        for budget in budgets:
-            if not _move(
-                budget,
-                LedgerKind.RESERVE,
+    budgets = [b for b in (_agent_budget(agent), project_month_budget(project=agent.project)) if b]
+    ids = [b.pk for b in budgets]
+    try:
+        with transaction.atomic():
+            held = (
+                Budget.objects.filter(pk__in=ids)
+                .filter(_fits(usd, tokens))
+                .update(
+                    reserved_usd=F("reserved_usd") + usd_value(usd),
+                    reserved_tokens=F("reserved_tokens") + tokens,
+                )
+            )
+            if held < len(ids):
+                raise _NoRoom  # rolls the partial update back
+            LedgerEntry.objects.bulk_create(
+                LedgerEntry(
+                    budget_id=pk,
+                    agent=agent,
+                    kind=LedgerKind.RESERVE,
+                    reserved_usd=usd,
+                    reserved_tokens=tokens,
+                )
+                for pk in ids
+            )
+            return Reservation.objects.create(
                 agent=agent,
-                reserved_usd=usd,
-                reserved_tokens=tokens,
-                guard=_fits(usd, tokens),
-            ):
-                budget.refresh_from_db()
-                raise OutOfBudget(_out_of_budget_reason(budget, usd, tokens), usd=usd, tokens=tokens)
-        return Reservation.objects.create(
-            agent=agent,
-            usd=usd,
-            tokens=tokens,
-            agent_budget=budgets[0],
-            project_budget=budgets[1] if len(budgets) > 1 else None,
-        )
+                usd=usd,
+                tokens=tokens,
+                agent_budget_id=ids[0],
+                project_budget_id=ids[1] if len(ids) > 1 else None,
+            )
+    except _NoRoom:
+        latest = list(Budget.objects.filter(pk__in=ids))
+        short = next((b for b in latest if not _has_room(b, usd, tokens)), latest[0])
+        raise OutOfBudget(_out_of_budget_reason(short, usd, tokens), usd=usd, tokens=tokens) from None
+
+
+def _has_room(budget: Budget, usd: Decimal, tokens: int) -> bool:
+    return (
+        budget.limit_usd is None or budget.spent_usd + budget.reserved_usd + usd <= budget.limit_usd
+    ) and (
+        budget.limit_tokens is None
+        or budget.spent_tokens + budget.reserved_tokens + tokens <= budget.limit_tokens
+    )
 
 
 def _agent_budget(agent: Agent) -> Budget:
@@ -289,35 +318,49 @@ def _out_of_budget_reason(budget: Budget, usd: Decimal, tokens: int) -> str:
 
 def budget_settle(*, reservation: Reservation, usd: Decimal, tokens: int) -> None:
     """Replace a reservation with the real cost (call inside the transaction recording the reply)."""
-    for budget in Budget.objects.filter(pk__in=reservation.budget_ids):
-        deltas = {
-            "reserved_usd": -reservation.usd,
-            "reserved_tokens": -reservation.tokens,
-            "spent_usd": usd,
-            "spent_tokens": tokens,
-        }
-        try:
-            with transaction.atomic():
-                _move(budget, LedgerKind.SETTLE, agent=reservation.agent, **deltas)
-        except IntegrityError:
-            # The reply cost more than its worst case (only possible if the API reports usage
-            # our bound doesn't cover). The truth is recorded and the limit raised to meet it,
-            # loudly, rather than losing the reply.
-            _move(
-                budget,
-                LedgerKind.SET,
-                agent=reservation.agent,
-                limit_usd=usd,
-                limit_tokens=tokens,
-                note="overrun: the reply cost more than was reserved",
-            )
-            _move(budget, LedgerKind.SETTLE, agent=reservation.agent, **deltas)
-            AgentEvent.objects.create(
-                agent=reservation.agent, kind="budget_overrun", data={"budget": budget.pk}
-            )
-        if budget.limit_usd is not None:
-            _alert(budget.pk, reservation.agent)
+    ids = reservation.budget_ids
+    deltas = {
+        "reserved_usd": -reservation.usd,
+        "reserved_tokens": -reservation.tokens,
+        "spent_usd": usd,
+        "spent_tokens": tokens,
+    }
+    if usd <= reservation.usd and tokens <= reservation.tokens:  # the usual case: no limit can be crossed
+        Budget.objects.filter(pk__in=ids).update(
+            reserved_usd=F("reserved_usd") - usd_value(reservation.usd),
+            reserved_tokens=F("reserved_tokens") - reservation.tokens,
+            spent_usd=F("spent_usd") + usd_value(usd),
+            spent_tokens=F("spent_tokens") + tokens,
+        )
+        LedgerEntry.objects.bulk_create(
+            LedgerEntry(budget_id=pk, agent=reservation.agent, kind=LedgerKind.SETTLE, **deltas) for pk in ids
+        )
+    else:
+        for budget in Budget.objects.filter(pk__in=ids):
+            _settle_over_reservation(budget, reservation, deltas)
+    for budget in Budget.objects.filter(pk__in=ids, limit_usd__isnull=False):
+        _alert(budget, reservation.agent)
     Reservation.objects.filter(pk=reservation.pk).update(closed_at=timezone.now())
+
+
+def _settle_over_reservation(budget: Budget, reservation: Reservation, deltas: dict[str, Any]) -> None:
+    """The reply cost more than its worst case (only if the API reports usage our bound doesn't
+    cover). The truth is recorded, and if a limit would be crossed it is raised to meet it,
+    loudly, rather than losing the reply."""
+    try:
+        with transaction.atomic():
+            _move(budget, LedgerKind.SETTLE, agent=reservation.agent, **deltas)
+    except IntegrityError:
+        _move(
+            budget,
+            LedgerKind.SET,
+            agent=reservation.agent,
+            limit_usd=deltas["spent_usd"],
+            limit_tokens=deltas["spent_tokens"],
+            note="overrun: the reply cost more than was reserved",
+        )
+        _move(budget, LedgerKind.SETTLE, agent=reservation.agent, **deltas)
+        AgentEvent.objects.create(agent=reservation.agent, kind="budget_overrun", data={"budget": budget.pk})
 
 
 def budget_release(*, reservation: Reservation) -> None:
@@ -377,8 +420,8 @@ def budget_release_stale(*, agent: Agent) -> None:
         budget_release(reservation=reservation)
 
 
-def _alert(budget_id: int, agent: Agent) -> None:
-    budget = Budget.objects.get(pk=budget_id)
+def _alert(budget: Budget, agent: Agent) -> None:
+    budget_id = budget.pk
     percent = budget.percent_used
     if percent is None:
         return

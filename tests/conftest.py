@@ -161,7 +161,9 @@ def wait_for(predicate, *, timeout: float = 30, interval: float = 0.1, message: 
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"Timed out after {timeout} s waiting for {message}")
+    raise AssertionError(
+        f"Timed out after {timeout} s waiting for {message() if callable(message) else message}"
+    )
 
 
 @pytest.fixture

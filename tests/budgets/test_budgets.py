@@ -68,7 +68,12 @@ def test_eight_children_sharing_a_parent_never_overspend_it_or_the_project(worke
         )
 
     wait_for(
-        settled, timeout=120, interval=0.5, message=f"children to finish or wait; logs:\n{workers.logs()}"
+        settled,
+        timeout=120,
+        interval=0.5,
+        message=lambda: (
+            f"children to settle: {list(Agent.objects.values_list('pk', 'status', 'status_reason'))}"
+        ),
     )
 
     children = list(Agent.objects.filter(parent=parent))
