@@ -39,6 +39,7 @@ def install() -> None:
         return pid
 
     def sig_handler(self, signum, frame) -> None:
+        STOPPING.set()  # this cluster's reaper must not queue work its stopping pusher would take
         try:
             checkpoint_local_workers()
         except Exception:
@@ -49,6 +50,9 @@ def install() -> None:
     Cluster.sig_handler = sig_handler
 
 
+STOPPING = threading.Event()
+
+
 class ReaperTicker(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="agents-reaper", daemon=True)
@@ -56,7 +60,7 @@ class ReaperTicker(threading.Thread):
     def run(self) -> None:
         from agents.services import agents_reap
 
-        while True:
+        while not STOPPING.is_set():
             try:
                 report = agents_reap()
                 if report.requeued or report.failed or report.woken:
@@ -69,7 +73,7 @@ class ReaperTicker(threading.Thread):
             except Exception:
                 log.exception("reaper failed; trying again")
                 connection.close()
-            threading.Event().wait(settings.ORCHESTRATOR_REAP_SECONDS)
+            STOPPING.wait(settings.ORCHESTRATOR_REAP_SECONDS)
 
 
 def checkpoint_local_workers() -> list[int]:

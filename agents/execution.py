@@ -394,7 +394,7 @@ class AgentRun:
         except Paused:
             log.info("agent %s: paused", self.agent.pk)
         except Shutdown:
-            self._release("The worker running it shut down; queued again.")
+            self._release_at_shutdown()
         except LeaseLost as exc:
             log.warning("agent %s: %s; stopping without further writes", self.agent.pk, exc)
         except ModelUnavailable as exc:
@@ -546,6 +546,20 @@ class AgentRun:
                     body=f"{exc} Give me more with GrantBudget (agent {self.agent.pk}) if the work is worth it.",
                 )
                 agent_wake_if_ready(agent_id=self.agent.parent_id)
+
+    def _release_at_shutdown(self) -> None:
+        """Hand the agent back without queueing it: the reaper of any cluster sends it within a
+        tick (a worker of a stopping cluster must not queue: its own pusher would take it)."""
+        try:
+            agent_transition(
+                agent_id=self.agent.pk,
+                to=S.PENDING,
+                reason="The worker running it shut down; queued again.",
+                lease_token=self.token,
+                extra={"attempts": 0, "wake_at": timezone.now()},
+            )
+        except InvalidTransition:
+            log.warning("agent %s: could not release it at shutdown; the reaper will", self.agent.pk)
 
     def _park(self, reason: str) -> None:
         """The API is unavailable: wait without a worker and try again later, backing off."""

@@ -81,11 +81,12 @@ def agent_transition(
     match it; if it does not, nothing changes and False is returned (for sweeps like the reaper).
     """
     now = timezone.now()
-    fields: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now, **(extra or {})}
+    fields: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now}
     if to != S.RUNNING:
         fields |= {"lease_token": None, "lease_expires_at": None}
     if to != S.WAITING:
         fields |= {"wake_at": None, "waiting_for": ""}
+    fields |= extra or {}
     if to in FINISHED_STATUSES:
         fields["finished_at"] = now
     elif to == S.PENDING:
@@ -499,6 +500,13 @@ def agents_reap() -> ReapReport:
             if agent_transition(agent_id=agent_id, to=S.PENDING, reason="Trying the API again.", where=due):
                 transaction.on_commit(lambda pk=agent_id: enqueue_agent_run(agent_id=pk))
                 report.woken.append(agent_id)
+    # Released by a worker that was shutting down: it doesn't queue them itself, because its own
+    # stopping cluster would take the message (Redis) and then wait on it.
+    released = Q(status=S.PENDING, wake_at__lte=now)
+    for agent_id in Agent.objects.filter(released).values_list("pk", flat=True):
+        if Agent.objects.filter(released, pk=agent_id).update(wake_at=None):
+            enqueue_agent_run(agent_id=agent_id)
+            report.woken.append(agent_id)
     stale = Q(
         status=S.PENDING, updated_at__lt=now - timedelta(seconds=2 * settings.ORCHESTRATOR_LEASE_SECONDS)
     )

@@ -1,5 +1,7 @@
 """django-q2 entry points: thin, by id. The queue only wakes a worker; the lease decides who runs."""
 
+import time
+
 from django_q.tasks import async_task
 
 
@@ -9,9 +11,21 @@ def enqueue_agent_run(*, agent_id: int) -> None:
 
 
 def run_agent(agent_id: int) -> None:
+    from django.db import OperationalError, close_old_connections
+
     from agents.execution import agent_run
 
-    agent_run(agent_id=agent_id)
+    for attempt in range(3):
+        try:
+            agent_run(agent_id=agent_id)
+            return
+        except OperationalError:
+            # The database refused us (say, too many connections) before we claimed anything:
+            # try again shortly rather than lose the message (the Redis broker won't redeliver).
+            if attempt == 2:
+                raise
+            close_old_connections()
+            time.sleep(1 + attempt)
 
 
 def reap_agents() -> None:
