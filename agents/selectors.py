@@ -29,10 +29,6 @@ def agent_transcript(*, agent: Agent) -> QuerySet[TranscriptEntry]:
     return agent.transcript.select_related("usage").order_by("seq")
 
 
-def agent_subtree(*, agent: Agent) -> QuerySet[Agent]:
-    return agent.descendants(include_self=True).select_related("role", "workspace")
-
-
 def agent_as_dict(agent: Agent) -> dict[str, Any]:
     """The JSON shape scripts get from `manage.py agents --json`. Keep the keys: it is an interface."""
     workspace = getattr(agent, "workspace", None)

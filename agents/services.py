@@ -6,7 +6,6 @@ admin and the delegation tools call.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -166,8 +165,12 @@ def spawn_request_validate(
     model: str | None = None,
     budget_usd: Any = None,
     budget_tokens: Any = None,
+    cap_budget_to_parent: bool = False,
 ) -> SpawnRequest:
-    """Check everything a spawn needs without creating anything."""
+    """Check everything a spawn needs without creating anything.
+
+    A child may not ask for more than its parent has left, unless `cap_budget_to_parent` (then it
+    gets what is left, see budgets.services.budget_create)."""
     usd, tokens = parse_usd(budget_usd), parse_tokens(budget_tokens)
     task = (task or "").strip()
     if not task:
@@ -197,7 +200,7 @@ def spawn_request_validate(
     except PricingError as exc:
         raise OrchestratorError(str(exc)) from None
     project_check_cap(project=project)
-    if parent is not None and usd is not None:
+    if parent is not None and usd is not None and not cap_budget_to_parent:
         available = Budget.objects.filter(agent=parent).first()
         if available is not None and available.limit_usd is not None and usd > available.available_usd:
             raise BudgetError(
@@ -239,11 +242,10 @@ def agent_spawn(
         repo_path=repo_path,
         parent=parent,
         model=model,
-        budget_usd=None if commit_parent_work else budget_usd,
+        budget_usd=budget_usd,
         budget_tokens=budget_tokens,
+        cap_budget_to_parent=commit_parent_work,
     )
-    if commit_parent_work and budget_usd is not None:
-        request = dataclasses.replace(request, budget_usd=parse_usd(budget_usd))
     return _create_agents([request], spawned_by=spawned_by, commit_parent_work=commit_parent_work)[0]
 
 

@@ -95,15 +95,6 @@ def commit_all(*, worktree: Path, git_dir: Path, message: str) -> str | None:
     return _git(*where, "rev-parse", "HEAD", cwd=worktree)
 
 
-def branch_commit(*, repo: Path, branch: str) -> str:
-    return _git("rev-parse", f"refs/heads/{branch}", cwd=repo)
-
-
-def changed_files(*, repo: Path, base: str, branch: str) -> list[str]:
-    out = _git("diff", "--name-only", f"{base}..refs/heads/{branch}", cwd=repo)
-    return [line for line in out.splitlines() if line]
-
-
 def remove_worktree_quietly(path: Path) -> None:
     """Best-effort cleanup after a spawn that failed half-way; never raises."""
     try:

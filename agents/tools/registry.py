@@ -13,15 +13,6 @@ from agents.tools.shell import BASH_TOOL
 
 log = logging.getLogger(__name__)
 
-ALL_TOOL_NAMES = [
-    *(t.name for t in FILE_TOOLS),
-    BASH_TOOL.name,
-    "SpawnAgent",
-    "SendMessage",
-    "RequestBudget",
-    "GrantBudget",
-]
-
 
 def toolbox_for(
     *,
