@@ -31,9 +31,9 @@ from django.utils import timezone
 
 from agents import workspaces
 from agents.errors import InvalidTransition, OrchestratorError
+from agents.events import MAX_OUTPUT, Kind, bounded, event_record, tool_activity
 from agents.models import (
     Agent,
-    AgentEvent,
     AgentStatus,
     EntryKind,
     Message,
@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 S = AgentStatus
 HOST = socket.gethostname()
 PARK_MAX_SECONDS = 600
+TEXT_FLUSH_SECONDS = 0.1
 
 
 def agent_run(*, agent_id: int) -> None:
@@ -114,10 +115,11 @@ def agent_claim(*, agent_id: int) -> uuid.UUID | None:
         )
         if not claimed:
             return None
-        AgentEvent.objects.create(
-            agent_id=agent_id,
-            kind="status",
-            data={"from": previous, "to": S.RUNNING, "reason": f"claimed by {worker}"},
+        event_record(
+            agent_id,
+            Kind.STATUS,
+            {"from": previous, "to": S.RUNNING, "reason": f"claimed by {worker}"},
+            activity="starting",
         )
     return token
 
@@ -151,6 +153,10 @@ class AgentSink:
         self.known_input_tokens: int | None = None  # exact tokens of the conversation so far...
         self.known_input_bytes = 0  # ...and its size in bytes when they were counted
         self.request_bytes = 0
+        # Streamed text waits here until TEXT_FLUSH_SECONDS have passed, then becomes one event.
+        self.text_buffer: list[str] = []
+        self.text_since = 0.0
+        self.tool_names: dict[str, str] = {}
 
     # --- fencing and control ---
     def request_stop(self, *, shutdown: bool = False) -> None:
@@ -218,6 +224,7 @@ class AgentSink:
         self.reservation = budget_reserve(agent=self.agent, usd=usd, tokens=input_bound + output_bound)
 
     def release(self) -> None:
+        self.flush_text(quietly=True)
         if self.reservation is not None:
             budget_release(reservation=self.reservation)
             self.reservation = None
@@ -230,7 +237,32 @@ class AgentSink:
         self.next_seq += 1
         return entry
 
+    def _event(self, kind: str, data: dict[str, Any], *, activity: str | None = None) -> None:
+        """An event for the live log, fenced by our lease (a stale worker records nothing)."""
+        if event_record(self.agent.pk, kind, data, lease_token=self.token, activity=activity) is None:
+            self.request_stop()
+            raise self._why_stopped()
+
+    def on_text(self, chunk: str) -> None:
+        """Streamed text reaches the dashboard in chunks of at most TEXT_FLUSH_SECONDS."""
+        if not self.text_buffer:
+            self.text_since = time.monotonic()
+        self.text_buffer.append(chunk)
+        if time.monotonic() - self.text_since >= TEXT_FLUSH_SECONDS:
+            self.flush_text()
+
+    def flush_text(self, *, quietly: bool = False) -> None:
+        if not self.text_buffer:
+            return
+        text, self.text_buffer = "".join(self.text_buffer), []
+        try:
+            self._event(Kind.TEXT, {"text": text}, activity="writing")
+        except AgentStop:
+            if not quietly:
+                raise
+
     def record_reply(self, reply: ModelReply) -> None:
+        self.flush_text()
         with transaction.atomic():
             self.fence()
             entry = self._append(
@@ -264,6 +296,18 @@ class AgentSink:
             if self.reservation is not None:
                 budget_settle(reservation=self.reservation, usd=usage.cost_usd, tokens=tokens)
                 self.reservation = None
+            self._event(
+                Kind.USAGE,
+                {
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cache_write_tokens": usage.cache_write_5m_tokens + usage.cache_write_1h_tokens,
+                    "cache_read_tokens": usage.cache_read_tokens,
+                    "cost_usd": str(usage.cost_usd),
+                    "model": usage.model,
+                },
+                activity="thinking",
+            )
         # What the API counted bounds the next request's input exactly, up to what is added.
         self.known_input_tokens = tokens
         self.known_input_bytes = self.request_bytes + len(
@@ -271,11 +315,15 @@ class AgentSink:
         )
 
     def record_tool_call(self, tool_use: dict[str, Any]) -> None:
+        name, tool_input = tool_use["name"], tool_use.get("input")
+        self.tool_names[tool_use["id"]] = name
         with transaction.atomic():
             self.fence()
-            self._append(
-                EntryKind.TOOL_CALL,
-                {"id": tool_use["id"], "name": tool_use["name"], "input": tool_use.get("input")},
+            self._append(EntryKind.TOOL_CALL, {"id": tool_use["id"], "name": name, "input": tool_input})
+            self._event(
+                Kind.TOOL_STARTED,
+                {"id": tool_use["id"], "name": name, "input": tool_input},
+                activity=tool_activity(name, tool_input),
             )
 
     def record_tool_result(self, tool_use_id: str, result: ToolResult) -> None:
@@ -285,6 +333,18 @@ class AgentSink:
                 EntryKind.TOOL_RESULT,
                 {"tool_use_id": tool_use_id, "content": result.content, "is_error": result.is_error},
                 duration_ms=result.duration_ms,
+            )
+            self._event(
+                Kind.TOOL_FINISHED,
+                {
+                    "id": tool_use_id,
+                    "name": self.tool_names.get(tool_use_id, ""),
+                    "output": bounded(result.content, MAX_OUTPUT),
+                    "truncated": len(result.content) > MAX_OUTPUT,
+                    "is_error": result.is_error,
+                    "duration_ms": result.duration_ms,
+                },
+                activity="thinking",
             )
 
     def record_user(self, content: list[dict[str, Any]]) -> None:
@@ -308,9 +368,6 @@ class AgentSink:
             self._append(EntryKind.USER, {"content": content, "message_ids": [m.pk for m in mail]})
             Message.objects.filter(pk__in=[m.pk for m in mail]).update(delivered_at=timezone.now())
             return content
-
-    def on_text(self, chunk: str) -> None:
-        """Live streaming to the dashboard comes with the event log; nothing to store per chunk."""
 
 
 def _format_mail(message: Message) -> str:
@@ -538,7 +595,7 @@ class AgentRun:
                 lease_token=self.token,
                 extra={"waiting_for": WaitingFor.BUDGET, "attempts": 0},
             )
-            AgentEvent.objects.create(agent=self.agent, kind="budget_wait", data={"reason": str(exc)})
+            event_record(self.agent.pk, Kind.BUDGET_WAIT, {"reason": str(exc)})
             if self.agent.parent_id:
                 Message.objects.create(
                     recipient_id=self.agent.parent_id,

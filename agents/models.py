@@ -13,6 +13,7 @@ class Project(models.Model):
     """A local git repository that agents work on."""
 
     name = models.CharField(max_length=200)
+    team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="projects")
     repo_path = models.CharField(max_length=1000, unique=True, help_text="Absolute, symlinks resolved.")
     base_branch = models.CharField(max_length=255)
     monthly_budget_usd = MicroUSDField(
@@ -114,6 +115,11 @@ class Agent(TreeNode):
     cache_read_tokens = models.BigIntegerField(default=0)
     cost_usd = MicroUSDField(default=0)
 
+    # The event log (AgentEvent): the last sequence number given out, and what the agent is doing
+    # now, both written by the same UPDATE that numbers an event (see agents.events).
+    last_event_seq = models.PositiveIntegerField(default=0, editable=False)
+    activity = models.CharField(max_length=200, blank=True, editable=False)
+
     class Meta:
         indexes = [
             models.Index(fields=["status", "lease_expires_at"]),
@@ -206,9 +212,15 @@ class Message(models.Model):
 
 
 class AgentEvent(models.Model):
-    """What happened to an agent besides its conversation: status changes and who caused them."""
+    """The live log of an agent, numbered per agent: what the dashboard and `tail_agent` show.
+
+    Invariant: for each agent, `seq` runs 1, 2, 3... without gaps, in commit order (numbers are
+    given out under the agent row's lock, see agents.events.event_record), so a reader that has
+    seen up to N asks for `seq > N` and misses nothing.
+    """
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=30)
     data = models.JSONField(default=dict)
     by_user = models.ForeignKey(
@@ -217,8 +229,8 @@ class AgentEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["agent", "id"])]
+        ordering = ["agent", "seq"]
+        constraints = [models.UniqueConstraint(fields=["agent", "seq"], name="event_seq_unique_per_agent")]
 
     def __str__(self) -> str:
         return f"#{self.agent_id} {self.kind}"

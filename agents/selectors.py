@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from agents.models import Agent, TranscriptEntry
+from agents.events import Kind
+from agents.models import Agent, AgentEvent, TranscriptEntry
+from teams.selectors import projects_visible_to
+
+User = AbstractBaseUser | AnonymousUser
 
 
 def agent_list(*, project_id: int | None = None) -> QuerySet[Agent]:
@@ -15,6 +22,106 @@ def agent_list(*, project_id: int | None = None) -> QuerySet[Agent]:
     if project_id is not None:
         agents = agents.filter(project_id=project_id)
     return agents
+
+
+def agent_overview(
+    *, user: User, project_id: int | None = None, status: str | None = None
+) -> QuerySet[Agent]:
+    """The overview's rows: the agents of the projects `user` may see, as a tree, newest first."""
+    agents = (
+        Agent.objects.with_tree_fields()
+        .tree_filter(project__in=projects_visible_to(user))
+        .order_siblings_by("-pk")
+        .select_related("role", "project", "budget")
+        .extra(order_by=["__tree.tree_ordering"])  # the tree's order, stated (for the paginator)
+    )
+    if project_id is not None:
+        agents = agents.tree_filter(project_id=project_id)
+    if status:
+        agents = agents.filter(status=status)
+    return agents
+
+
+def agent_rows(*, agent_ids: Iterable[int]) -> list[Agent]:
+    """Overview rows for some agents (live updates), with their depth in the tree."""
+    ids = list(agent_ids)
+    if not ids:
+        return []
+    agents = {a.pk: a for a in Agent.objects.filter(pk__in=ids).select_related("role", "project", "budget")}
+    depths = _depths(agents.values())
+    for agent in agents.values():
+        agent.tree_depth = depths[agent.pk]
+    return [agents[pk] for pk in ids if pk in agents]
+
+
+def _depths(agents: Iterable[Agent]) -> dict[int, int]:
+    """Depth of each agent, by walking up parent links (one query per level, not per agent)."""
+    parent_of = {a.pk: a.parent_id for a in agents}
+    missing = {p for p in parent_of.values() if p is not None and p not in parent_of}
+    while missing:
+        found = dict(Agent.objects.filter(pk__in=missing).values_list("pk", "parent_id"))
+        parent_of |= found
+        missing = {p for p in found.values() if p is not None and p not in parent_of}
+
+    def depth(pk: int) -> int:
+        count = 0
+        while (pk := parent_of.get(pk)) is not None:
+            count += 1
+        return count
+
+    return {pk: depth(pk) for pk in (a.pk for a in agents)}
+
+
+def agent_visible(*, user: User, agent_id: int) -> Agent | None:
+    """The agent if `user` may see it; None for both "no such agent" and "not yours"."""
+    return (
+        Agent.objects.filter(pk=agent_id, project__in=projects_visible_to(user))
+        .select_related("role", "project", "workspace", "parent__role", "budget")
+        .first()
+    )
+
+
+def agent_events(*, agent_id: int, after: int = 0, limit: int = 5000) -> list[AgentEvent]:
+    return list(
+        AgentEvent.objects.filter(agent_id=agent_id, seq__gt=after)
+        .select_related("by_user")
+        .order_by("seq")[:limit]
+    )
+
+
+def log_items(events: Iterable[AgentEvent | dict[str, Any]], *, merge: bool = True) -> list[dict[str, Any]]:
+    """Events shaped for the agent page's log: with `merge`, consecutive text chunks become one
+    item and a tool call's result joins its call (a page load); without, one item per event (a
+    live update, which finds the earlier items already on the page)."""
+    items: list[dict[str, Any]] = []
+    tools: dict[str, dict[str, Any]] = {}
+    for event in events:
+        e = _as_dict(event)
+        kind, data = e["kind"], e["data"]
+        if merge and kind == Kind.TEXT and items and items[-1]["kind"] == Kind.TEXT:
+            items[-1]["data"] = {"text": items[-1]["data"]["text"] + data.get("text", "")}
+            items[-1]["seq"] = e["seq"]
+            continue
+        if merge and kind == Kind.TOOL_FINISHED and data.get("id") in tools:
+            tools[data["id"]]["result"] = data
+            continue
+        item = {**e, "result": None}
+        if kind == Kind.TOOL_STARTED:
+            tools[data.get("id")] = item
+        items.append(item)
+    return items
+
+
+def _as_dict(event: AgentEvent | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(event, AgentEvent):
+        return {
+            "seq": event.seq,
+            "kind": event.kind,
+            "data": event.data,
+            "created_at": event.created_at,
+            "by": event.by_user.get_username() if event.by_user_id else None,
+        }
+    return {**event, "created_at": datetime.fromisoformat(event["created_at"])}
 
 
 def agent_get(*, agent_id: int) -> Agent | None:

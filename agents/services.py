@@ -22,10 +22,10 @@ from django_q.brokers import get_broker
 
 from agents import workspaces
 from agents.errors import ConfigurationError, InvalidTransition, OrchestratorError
+from agents.events import Kind, event_record, event_record_first
 from agents.models import (
     FINISHED_STATUSES,
     Agent,
-    AgentEvent,
     AgentStatus,
     Message,
     MessageKind,
@@ -45,6 +45,8 @@ from budgets.services import (
     parse_usd,
     project_check_cap,
 )
+from teams.models import Team
+from teams.selectors import default_team
 
 S = AgentStatus
 # The only status changes there are. Anything else is refused with InvalidTransition.
@@ -98,11 +100,8 @@ def agent_transition(
     with transaction.atomic():
         previous = query.select_for_update().values_list("status", flat=True).first()
         if previous is not None and query.update(**fields):
-            AgentEvent.objects.create(
-                agent_id=agent_id,
-                kind="status",
-                data={"from": previous, "to": to, "reason": reason},
-                by_user=by,
+            event_record(
+                agent_id, Kind.STATUS, {"from": previous, "to": to, "reason": reason}, by=by, activity=""
             )
             return True
     if where is not None:
@@ -121,15 +120,18 @@ def agent_transition(
 # --- Projects and spawning ------------------------------------------------------------------
 
 
-def project_for_repo(*, repo_path: str) -> Project:
-    """The project for a local git repository, created on first use."""
+def project_for_repo(*, repo_path: str, team: Team | None = None) -> Project:
+    """The project for a local git repository, created on first use (in `team`, else the default team)."""
     try:
         info = workspaces.inspect_repo(repo_path)
     except workspaces.WorkspaceError as exc:
         raise OrchestratorError(str(exc)) from None
-    project, _ = Project.objects.get_or_create(
-        repo_path=str(info.path), defaults={"name": info.path.name, "base_branch": info.branch}
-    )
+    project = Project.objects.filter(repo_path=str(info.path)).first()
+    if project is None:
+        project, _ = Project.objects.get_or_create(
+            repo_path=str(info.path),
+            defaults={"name": info.path.name, "base_branch": info.branch, "team": team or default_team()},
+        )
     return project
 
 
@@ -299,7 +301,18 @@ def _create_agents(
                     task=request.task,
                     model=request.model,
                     spawned_by=spawned_by,
+                    last_event_seq=1,
                 )
+                origin = f"agent {request.parent.pk}" if request.parent else (spawned_by or "a command")
+                event_record_first(
+                    agent, {"from": None, "to": S.PENDING, "reason": f"Spawned by {origin}."}, by=spawned_by
+                )
+                if request.parent is not None:
+                    event_record(
+                        request.parent.pk,
+                        Kind.SPAWNED,
+                        {"child": agent.pk, "role": request.role.name, "task": request.task},
+                    )
                 budget_create(
                     agent=agent,
                     usd=request.budget_usd,
@@ -370,8 +383,22 @@ def message_send(
         message = Message.objects.create(
             recipient_id=recipient_id, sender=sender, sent_by_user=sent_by_user, kind=kind, body=body
         )
+        _message_event(message)
         agent_wake_if_ready(agent_id=recipient_id)
     return message
+
+
+def _message_event(message: Message) -> None:
+    if message.sender_id:
+        sender = f"agent {message.sender_id} ({message.sender.role.name})"
+    else:
+        sender = str(message.sent_by_user) if message.sent_by_user_id else "the orchestrator"
+    event_record(
+        message.recipient_id,
+        Kind.MESSAGE,
+        {"sender": sender, "body": message.body, "kind": message.kind, "message": message.pk},
+        by=message.sent_by_user,
+    )
 
 
 def agent_wake_if_ready(*, agent_id: int) -> bool:
@@ -403,9 +430,10 @@ def report_to_parent(*, agent: Agent, status: str, text: str) -> None:
         return
     budget_return_leftover(agent=agent)
     body = f"Agent {agent.pk} ({agent.role.name}) finished: {status}.\n\n{text or '(no result text)'}"
-    Message.objects.create(
+    message = Message.objects.create(
         recipient_id=agent.parent_id, sender=agent, kind=MessageKind.CHILD_RESULT, body=body
     )
+    _message_event(message)
     agent_wake_if_ready(agent_id=agent.parent_id)
 
 

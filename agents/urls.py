@@ -6,5 +6,10 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", views.agent_list, name="agents"),
+    path("agents/new/", views.agent_new, name="agent_new"),
     path("agents/<int:agent_id>/", views.agent_detail, name="agent"),
+    path("agents/<int:agent_id>/control/<slug:action>/", views.agent_control, name="agent_control"),
+    path("agents/<int:agent_id>/message/", views.agent_message, name="agent_message"),
+    path("agents/<int:agent_id>/budget/", views.agent_budget, name="agent_budget"),
+    path("projects/<int:project_id>/", views.project_detail, name="project"),
 ]

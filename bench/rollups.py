@@ -36,8 +36,11 @@ def load(agent_count: int, usage_count: int) -> tuple[int, int]:
     from django.db import connection
 
     from agents.models import Agent, Project, Role
+    from teams.selectors import default_team
 
-    project = Project.objects.create(name="bench", repo_path="/nonexistent/bench", base_branch="main")
+    project = Project.objects.create(
+        name="bench", repo_path="/nonexistent/bench", base_branch="main", team=default_team()
+    )
     roles = list(Role.objects.all())
     roots = max(1, agent_count // 100)
     level = [

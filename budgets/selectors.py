@@ -53,3 +53,7 @@ def subtree_totals(*, agent: Agent) -> dict[str, Any]:
         output_tokens=Sum("output_tokens"),
         agents=Count("id"),
     )
+
+
+def project_totals(*, project_id: int) -> dict[str, Any]:
+    return _daily(project_id).aggregate(**TOTALS)

@@ -10,12 +10,14 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.errors import OrchestratorError
-from agents.models import Agent, AgentEvent, Project, TranscriptEntry
+from agents.events import Kind, event_record
+from agents.models import Agent, Project, TranscriptEntry
 from agents.runtime.exceptions import OutOfBudget
 from budgets.fields import MicroUSDField, usd_value
 from budgets.models import Budget, LedgerEntry, LedgerKind, Reservation, UsageDaily, UsageRecord
@@ -360,7 +362,7 @@ def _settle_over_reservation(budget: Budget, reservation: Reservation, deltas: d
             note="overrun: the reply cost more than was reserved",
         )
         _move(budget, LedgerKind.SETTLE, agent=reservation.agent, **deltas)
-        AgentEvent.objects.create(agent=reservation.agent, kind="budget_overrun", data={"budget": budget.pk})
+        event_record(reservation.agent_id, Kind.BUDGET_OVERRUN, {"budget": budget.pk})
 
 
 def budget_release(*, reservation: Reservation) -> None:
@@ -430,10 +432,10 @@ def _alert(budget: Budget, agent: Agent) -> None:
         alerted_percent=crossed[-1]
     ):
         scope = "agent" if budget.agent_id else "project"
-        AgentEvent.objects.create(
-            agent=agent,
-            kind="budget_alert",
-            data={
+        event_record(
+            agent.pk,
+            Kind.BUDGET_ALERT,
+            {
                 "percent": crossed[-1],
                 "scope": scope,
                 "budget": budget_id,
@@ -463,7 +465,14 @@ def budget_return_leftover(*, agent: Agent) -> Decimal:
     return leftover
 
 
-def budget_set(*, agent: Agent, usd: Any = None, tokens: Any = None, note: str = "set by a person") -> Budget:
+def budget_set(
+    *,
+    agent: Agent,
+    usd: Any = None,
+    tokens: Any = None,
+    note: str = "set by a person",
+    by: AbstractBaseUser | None = None,
+) -> Budget:
     """Set an agent's limits (a person's decision: the money does not come from the parent).
     An agent waiting for budget resumes."""
     usd, tokens = parse_usd(usd, field="usd"), parse_tokens(tokens, field="tokens")
@@ -491,8 +500,18 @@ def budget_set(*, agent: Agent, usd: Any = None, tokens: Any = None, note: str =
                 note=note,
             )
             Budget.objects.filter(pk=budget.pk).update(limit_tokens=tokens)
+        budget.refresh_from_db()
+        event_record(
+            agent.pk,
+            Kind.BUDGET_CHANGED,
+            {
+                "limit_usd": None if budget.limit_usd is None else str(budget.limit_usd),
+                "limit_tokens": budget.limit_tokens,
+                "note": note,
+            },
+            by=by,
+        )
         _wake_if_waiting_for_budget(agent)
-    budget.refresh_from_db()
     return budget
 
 

@@ -1,3 +1,8 @@
-"""Websocket routes. Live agent events arrive with the event-log issue."""
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from agents import consumers
+
+websocket_urlpatterns = [
+    path("ws/agents/", consumers.OverviewConsumer.as_asgi()),
+    path("ws/agents/<int:agent_id>/", consumers.AgentConsumer.as_asgi()),
+]

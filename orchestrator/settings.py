@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "django_q",
+    "teams",
     "agents",
     "budgets",
     "workflows",
@@ -108,10 +109,27 @@ REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": 1000,
+                "prefix": env.str("ORCHESTRATOR_QUEUE_NAME", default="orchestrator"),
+            },
+        }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
+
+# How events reach browsers (see agents/fanout.py): "push" (workers send through the channel
+# layer; needs Redis) or "tail" (each web process reads new events from the database and fans
+# them out in-process; the embedded default). A dropped push is caught up from the database.
+ORCHESTRATOR_EVENT_TRANSPORT = env.str(
+    "ORCHESTRATOR_EVENT_TRANSPORT", default="push" if REDIS_URL else "tail"
+)
+ORCHESTRATOR_EVENT_POLL_SECONDS = env.float("ORCHESTRATOR_EVENT_POLL_SECONDS", default=0.05)
 
 # One run of an agent (until it completes, waits or fails) is one django-q2 task. The database
 # lease on the agent row, not the queue, decides who runs it: a redelivered task finds the agent

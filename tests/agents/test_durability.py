@@ -262,8 +262,8 @@ def test_pause_and_resume_mid_command_continue_the_same_conversation(workers, fa
     ]
     assert resumed.body["messages"][-1]["content"][0]["content"] == INTERRUPTED
     assert_clean_transcript(agent)
-    kinds = list(AgentEvent.objects.filter(agent=agent).values_list("data__to", flat=True))
-    assert kinds == ["running", "paused", "pending", "running", "completed"]
+    kinds = list(AgentEvent.objects.filter(agent=agent, kind="status").values_list("data__to", flat=True))
+    assert kinds == ["pending", "running", "paused", "pending", "running", "completed"]
 
 
 def test_pause_mid_stream_frees_the_worker_within_a_second(workers, fake_anthropic, repo):

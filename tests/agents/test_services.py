@@ -219,8 +219,15 @@ def test_control_commands_pause_resume_cancel_and_retry(spawn):
         f"cancelled: {root.pk} {child.pk}",
         f"queued: {child.pk}",
     ]
-    history = list(root.events.values_list("data__to", flat=True))
-    assert history == ["paused", "waiting", "cancelled"]
+    history = list(root.events.values_list("seq", "kind", "data__to"))
+    assert history == [
+        (1, "status", "pending"),
+        (2, "spawned", None),
+        (3, "status", "paused"),
+        (4, "status", "waiting"),
+        (5, "status", "cancelled"),
+        (6, "message", None),  # the child's result, cancelled with it
+    ]
 
 
 def test_control_commands_refuse_unknown_agents_and_bad_states(spawn):

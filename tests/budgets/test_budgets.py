@@ -350,6 +350,7 @@ def test_project_admin_shows_rollups_and_a_new_cap_wakes_waiting_agents(admin_cl
         url,
         {
             "name": project.name,
+            "team": project.team_id,
             "repo_path": project.repo_path,
             "base_branch": project.base_branch,
             "monthly_budget_usd": "10",

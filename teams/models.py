@@ -1,0 +1,41 @@
+"""Who may see and steer what: users belong to teams, projects belong to a team.
+
+Superusers see everything. Everyone else sees the projects of the teams they belong to; a
+viewer may only look, a member or owner may also act (spawn, pause, cancel, message, budget).
+"""
+
+from django.conf import settings
+from django.db import models
+
+DEFAULT_TEAM_NAME = "Default"
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TeamRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# Roles that may change things (spawn, control, message, budget); a viewer only reads.
+ACTING_ROLES = (TeamRole.OWNER, TeamRole.MEMBER)
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=TeamRole.choices, default=TeamRole.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
