@@ -303,10 +303,8 @@ def _create_agents(
                     spawned_by=spawned_by,
                     last_event_seq=1,
                 )
-                origin = f"agent {request.parent.pk}" if request.parent else (spawned_by or "a command")
-                event_record_first(
-                    agent, {"from": None, "to": S.PENDING, "reason": f"Spawned by {origin}."}, by=spawned_by
-                )
+                reason = f"Spawned by agent {request.parent.pk}." if request.parent else "Spawned."
+                event_record_first(agent, {"from": None, "to": S.PENDING, "reason": reason}, by=spawned_by)
                 if request.parent is not None:
                     event_record(
                         request.parent.pk,

@@ -63,3 +63,12 @@ def _diff_class(line: str) -> str:
 @register.filter
 def kind_label(kind: str) -> str:
     return kind.replace("_", " ").capitalize()
+
+
+@register.filter
+def plain_decimal(value: Any) -> str:
+    """5.000000 as 5, 0.000120 as 0.00012: an amount a person would type."""
+    if value is None or value == "":
+        return ""
+    text = format(Decimal(str(value)).normalize(), "f")
+    return text
