@@ -413,6 +413,7 @@ def child(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             "poll_s": settings.ORCHESTRATOR_EVENT_POLL_SECONDS,
             "code": code_version(),
             "machine_busy_before_pct": busy_before,
+            "first_event_s": steady[0] if steady else None,
             "steady": latency_stats(steady),
             "burst": latency_stats(burst),
             "burst_completion_s": burst_completion,
@@ -492,7 +493,8 @@ def main() -> None:
             continue
         print(
             f"{r['mode']}: {r['config']} (poll {r['poll_s']} s); {r['code']}; machine {r['machine_busy_before_pct']:.0f}% "
-            f"busy before; {r['received']}/{r['expected']} events in {r['frames']} frames; one write "
+            f"busy before; {r['received']}/{r['expected']} events in {r['frames']} frames; the first event "
+            f"{ms(r['first_event_s'])} ms; one write "
             f"(event_record + commit) p50 {ms(r['steady_write_call_p50'])} ms"
         )
         if not r["exactly_once_in_order"]:
