@@ -22,6 +22,29 @@ class Project(models.Model):
         help_text="Hard cap per calendar month; blank: none.",
     )
     monthly_budget_tokens = models.BigIntegerField(null=True, blank=True, help_text="Blank: none.")
+    test_command = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Shell command run in a fresh worktree of each merge result before the branch moves "
+        "(e.g. `make test`). Blank: merges are not tested.",
+    )
+    test_timeout_seconds = models.PositiveIntegerField(default=1800)
+    remote = models.CharField(
+        max_length=1000, blank=True, help_text="Where agents push branches: a remote name, URL or path."
+    )
+    forge = models.CharField(
+        max_length=20,
+        choices=[("local", "Local (records pull requests here)"), ("github", "GitHub"), ("gitlab", "GitLab")],
+        default="local",
+    )
+    forge_repo = models.CharField(
+        max_length=300, blank=True, help_text="GitHub `owner/name` or GitLab project path, for pull requests."
+    )
+    forge_token_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable holding the forge's token (the token is never stored).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -119,6 +142,9 @@ class Agent(TreeNode):
     # now, both written by the same UPDATE that numbers an event (see agents.events).
     last_event_seq = models.PositiveIntegerField(default=0, editable=False)
     activity = models.CharField(max_length=200, blank=True, editable=False)
+    archived_at = models.DateTimeField(
+        null=True, blank=True, help_text="Its worktree was removed (the branch stays)."
+    )
 
     class Meta:
         indexes = [
@@ -151,6 +177,7 @@ class Workspace(models.Model):
     base_commit = models.CharField(max_length=64, help_text="Where the branch started.")
     head_commit = models.CharField(max_length=64, blank=True, help_text="Last commit made for the agent.")
     created_at = models.DateTimeField(auto_now_add=True)
+    removed_at = models.DateTimeField(null=True, blank=True, help_text="When the worktree was removed.")
 
     def __str__(self) -> str:
         return self.branch
@@ -234,3 +261,75 @@ class AgentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.agent_id} {self.kind}"
+
+
+class FileTouch(models.Model):
+    """A file an agent wrote (Write, Edit): how two agents working on the same file are noticed."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="file_touches")
+    path = models.CharField(max_length=1000, help_text="Relative to the worktree.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "path"], name="one_touch_per_agent_and_file")]
+        indexes = [models.Index(fields=["project", "path"])]
+
+
+class MergeStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    TESTING = "testing", "Testing"
+    MERGED = "merged", "Merged"
+    CONFLICT = "conflict", "Conflict"
+    FAILED = "failed", "Failed"
+    ABANDONED = "abandoned", "Abandoned"
+
+
+class Merge(models.Model):
+    """A request to merge an agent's branch into another branch, processed in order per project.
+
+    Invariant: `status` is merged exactly when the target branch was moved to `result_commit`.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="merges")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="merges")
+    source_branch = models.CharField(max_length=255)
+    target_branch = models.CharField(max_length=255)
+    status = models.CharField(max_length=20, choices=MergeStatus.choices, default=MergeStatus.QUEUED)
+    reason = models.TextField(blank=True)
+    conflicts = models.JSONField(default=list, blank=True)
+    test_output = models.TextField(blank=True)
+    result_commit = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    resolver = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Agent resolving a conflict."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "status", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.source_branch} → {self.target_branch} ({self.status})"
+
+
+class PullRequest(models.Model):
+    """A pull request opened through the project's forge (the local forge only records it)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pull_requests")
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="pull_requests")
+    forge = models.CharField(max_length=20)
+    head_branch = models.CharField(max_length=255)
+    base_branch = models.CharField(max_length=255)
+    title = models.CharField(max_length=300)
+    body = models.TextField(blank=True)
+    number = models.PositiveIntegerField(null=True, blank=True)
+    url = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.head_branch} → {self.base_branch}: {self.title}"

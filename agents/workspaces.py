@@ -1,14 +1,28 @@
-"""Git worktrees for agents, through GitPython's command runner.
+"""Git for agents, through GitPython's command runner: worktrees, commits, diffs, merges, pushes.
 
 The agent controls every file in its worktree, including the `.git` file that points at its git
-dir. So every git command we run inside a worktree names the git dir recorded at creation and the
-work tree explicitly, and disables what could run code the agent chose (hooks, fsmonitor).
+dir and any `.gitattributes`. So every git command we run names the git dir (recorded when the
+worktree was created, or the repository's common dir) and the work tree explicitly, and the
+`SAFE_OPTIONS` switch off what could run code the agent chose: hooks, fsmonitor, external diff
+and textconv drivers, `ext::` remotes.
+
+Repository-level operations (worktree add/remove/prune, ref updates) take `repo_lock`, a file
+lock in the repository's git dir, so parallel workers never collide on git's own lock files.
+Merges never check anything out: `merge-tree --write-tree`, `commit-tree`, then a
+compare-and-swap `update-ref`, so a target that moved meanwhile fails cleanly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
-from dataclasses import dataclass
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
@@ -16,14 +30,29 @@ import git
 SAFE_OPTIONS = [
     "-c", "core.fsmonitor=false",
     "-c", "core.hooksPath=/dev/null",
+    "-c", "core.sshCommand=ssh",
+    "-c", "diff.external=",
+    "-c", "protocol.ext.allow=never",
     "-c", "commit.gpgsign=false",
+    "-c", "tag.gpgsign=false",
     "-c", "user.name=Orchestrator",
     "-c", "user.email=agents@orchestrator.invalid",
 ]  # fmt: skip
+# Git's environment: nothing from the user's or system config that could name a program.
+GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0"}
+STALE_LOCK_SECONDS = 60
 
 
 class WorkspaceError(Exception):
     """A git operation failed; the message says which and why."""
+
+
+class TargetMoved(WorkspaceError):
+    """The branch to merge into moved while we merged; nothing was changed."""
+
+
+class TargetDirty(WorkspaceError):
+    """The branch to merge into is checked out with uncommitted changes; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -40,14 +69,65 @@ class Worktree:
     base_commit: str
 
 
+@dataclass(frozen=True)
+class FileDiff:
+    path: str
+    status: str  # A(dded), M(odified), D(eleted), R(enamed)
+    added: int | None  # None for binary files
+    deleted: int | None
+    patch: str
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    subject: str
+    author: str
+    date: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    commit: str | None  # the new head of the target; None if there were conflicts
+    conflicts: list[str] = field(default_factory=list)
+    fast_forward: bool = False
+    already_merged: bool = False
+
+
 def _git(*args: str, cwd: Path | None = None) -> str:
+    status, out, err = _git_status(*args, cwd=cwd)
+    if status != 0:
+        detail = (err or out).strip()
+        raise WorkspaceError(f"git {_verb(args)} failed: {detail}")
+    return out
+
+
+def _git_status(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """Run git; return (exit status, stdout, stderr) without raising on a non-zero status."""
     try:
-        return git.Git(str(cwd) if cwd else None).execute(
-            ["git", *SAFE_OPTIONS, *args], strip_newline_in_stdout=True
+        status, out, err = git.Git(str(cwd) if cwd else None).execute(
+            ["git", *SAFE_OPTIONS, *args],
+            with_extended_output=True,
+            with_exceptions=False,
+            strip_newline_in_stdout=True,
+            env=GIT_ENV,
         )
-    except git.GitCommandError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip().removeprefix("stderr: ").strip("'\n ")
-        raise WorkspaceError(f"git {args[0] if args else ''} failed: {detail}") from exc
+    except git.GitCommandNotFound as exc:
+        raise WorkspaceError(f"git is not installed: {exc}") from None
+    except OSError as exc:  # e.g. cwd vanished
+        raise WorkspaceError(f"git {_verb(args)} failed: {exc}") from None
+    return status, out, err
+
+
+def _verb(args: tuple[str, ...]) -> str:
+    """The git subcommand, skipping --git-dir/--work-tree options."""
+    rest = list(args)
+    while rest and rest[0] in ("--git-dir", "--work-tree"):
+        rest = rest[2:]
+    return rest[0] if rest else ""
+
+
+# --- repositories ---------------------------------------------------------------------------
 
 
 def inspect_repo(path: str | Path) -> RepoInfo:
@@ -71,23 +151,127 @@ def inspect_repo(path: str | Path) -> RepoInfo:
     return RepoInfo(path=Path(top).resolve(), branch=branch)
 
 
+def common_dir(repo: Path) -> Path:
+    """The repository's own git dir (shared by its worktrees)."""
+    return Path(_git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=repo))
+
+
+@contextlib.contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """One repository-level git operation at a time, across every process on this machine."""
+    lock_path = common_dir(repo) / "orchestrator.lock"
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def branch_name(agent_id: int, task: str) -> str:
     """`agents/<id>-<slug>`: the slug keeps only characters that are safe in any ref."""
     slug = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:40].strip("-") or "task"
     return f"agents/{agent_id}-{slug}"
 
 
+def rev_parse(repo: Path, rev: str) -> str:
+    return _git("--git-dir", str(common_dir(repo)), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+
+
+# --- worktrees ------------------------------------------------------------------------------
+
+
 def create_worktree(*, repo: Path, path: Path, branch: str, start_point: str) -> Worktree:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _git("worktree", "add", "--quiet", "-b", branch, str(path), start_point, cwd=repo)
+    common = common_dir(repo)
+    with repo_lock(repo):
+        _git(
+            "--git-dir",
+            str(common),
+            "worktree",
+            "add",
+            "--quiet",
+            "-b",
+            branch,
+            str(path),
+            start_point,
+            cwd=repo,
+        )
     git_dir = Path(_git("rev-parse", "--absolute-git-dir", cwd=path))
-    base = _git("rev-parse", "HEAD", cwd=path)
+    base = _git("--git-dir", str(git_dir), "rev-parse", "HEAD")
     return Worktree(path=path, git_dir=git_dir, branch=branch, base_commit=base)
+
+
+def restore_worktree(*, repo: Path, path: Path, branch: str) -> Path:
+    """Check an existing branch out again at `path` (its directory was lost). Returns the git dir."""
+    common = common_dir(repo)
+    with repo_lock(repo):
+        _git("--git-dir", str(common), "worktree", "prune", cwd=repo)
+        _git("--git-dir", str(common), "worktree", "add", "--quiet", str(path), branch, cwd=repo)
+    return Path(_git("rev-parse", "--absolute-git-dir", cwd=path))
+
+
+def remove_worktree(*, repo: Path, path: Path) -> None:
+    """Remove a worktree (its branch stays) and prune git's record of it, even if the directory
+    is already gone."""
+    common = common_dir(repo)
+    with repo_lock(repo):
+        if path.exists():
+            status, _, _ = _git_status(
+                "--git-dir", str(common), "worktree", "remove", "--force", "--force", str(path)
+            )
+            if status != 0 and path.exists():
+                shutil.rmtree(path, ignore_errors=True)  # not a registered worktree: plain files
+        _git("--git-dir", str(common), "worktree", "prune", cwd=repo)
+
+
+def remove_worktree_quietly(path: Path) -> None:
+    """Best-effort cleanup after a spawn that failed half-way; never raises."""
+    try:
+        common = _git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=path)
+        _git("--git-dir", common, "worktree", "remove", "--force", str(path))
+    except (WorkspaceError, OSError):
+        pass
+
+
+def worktree_paths(repo: Path) -> list[Path]:
+    """Every worktree git knows of, the main one first."""
+    out = _git("--git-dir", str(common_dir(repo)), "worktree", "list", "--porcelain", cwd=repo)
+    return [Path(line.removeprefix("worktree ")) for line in out.splitlines() if line.startswith("worktree ")]
+
+
+def worktrees_on_branch(repo: Path, branch: str) -> list[Path]:
+    """Worktrees that have `branch` checked out (at most one, git makes sure)."""
+    out = _git("--git-dir", str(common_dir(repo)), "worktree", "list", "--porcelain", cwd=repo)
+    found, current = [], None
+    for line in out.splitlines():
+        if line.startswith("worktree "):
+            current = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}" and current is not None:
+            found.append(current)
+    return found
+
+
+def stale_locks(repo: Path, *, older_than: float = STALE_LOCK_SECONDS) -> list[Path]:
+    """`index.lock` files (main and per-worktree) left by a git process that died."""
+    common = common_dir(repo)
+    candidates = [common / "index.lock", *common.glob("worktrees/*/index.lock")]
+    now = time.time()
+    return [p for p in candidates if p.exists() and now - p.stat().st_mtime > older_than]
+
+
+# --- work -----------------------------------------------------------------------------------
+
+
+def _in(worktree: Path, git_dir: Path) -> list[str]:
+    return ["--git-dir", str(git_dir), "--work-tree", str(worktree)]
 
 
 def commit_all(*, worktree: Path, git_dir: Path, message: str) -> str | None:
     """Commit everything in the worktree on its branch. Returns the new commit, or None if clean."""
-    where = ["--git-dir", str(git_dir), "--work-tree", str(worktree)]
+    if not worktree.is_dir():
+        raise WorkspaceError(f"The worktree {worktree} is gone; nothing could be committed.")
+    where = _in(worktree, git_dir)
     _git(*where, "add", "--all", cwd=worktree)
     if not _git(*where, "status", "--porcelain", cwd=worktree):
         return None
@@ -95,10 +279,170 @@ def commit_all(*, worktree: Path, git_dir: Path, message: str) -> str | None:
     return _git(*where, "rev-parse", "HEAD", cwd=worktree)
 
 
-def remove_worktree_quietly(path: Path) -> None:
-    """Best-effort cleanup after a spawn that failed half-way; never raises."""
+def is_dirty(*, worktree: Path, git_dir: Path) -> bool:
+    return bool(_git(*_in(worktree, git_dir), "status", "--porcelain", "--untracked-files=no", cwd=worktree))
+
+
+def diff(*, git_dir: Path, base: str, head: str) -> list[FileDiff]:
+    """What `head` changed since `base`, per file (no external diff or textconv drivers run)."""
+    where = ["--git-dir", str(git_dir)]
+    stats: dict[str, tuple[int | None, int | None]] = {}
+    for line in _git(*where, "diff", "--numstat", "--no-renames", base, head).splitlines():
+        added, deleted, path = line.split("\t", 2)
+        stats[path] = (None, None) if added == "-" else (int(added), int(deleted))
+    statuses = {}
+    for line in _git(*where, "diff", "--name-status", "--no-renames", base, head).splitlines():
+        status, path = line.split("\t", 1)
+        statuses[path] = status[:1]
+    patch = _git(*where, "diff", "--no-ext-diff", "--no-textconv", "--no-renames", base, head)
+    patches = _split_patch(patch)
+    return [
+        FileDiff(path=path, status=statuses.get(path, "M"), added=a, deleted=d, patch=patches.get(path, ""))
+        for path, (a, d) in stats.items()
+    ]
+
+
+def _split_patch(patch: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for chunk in re.split(r"(?m)^(?=diff --git )", patch):
+        match = re.match(r"diff --git a/(.+?) b/", chunk)
+        if match:
+            parts[match.group(1)] = chunk
+    return parts
+
+
+def commits(*, git_dir: Path, base: str, head: str) -> list[Commit]:
+    out = _git("--git-dir", str(git_dir), "log", "--format=%H%x1f%s%x1f%an%x1f%aI", f"{base}..{head}")
+    return [Commit(*line.split("\x1f")) for line in out.splitlines() if line]
+
+
+def merge(
+    *, repo: Path, source: str, target_branch: str, message: str, expected_target: str | None = None
+) -> MergeResult:
+    """Merge `source` (a branch or commit) into `target_branch` without a checkout.
+
+    A conflict changes nothing and lists the files. If the target moved (or is not
+    `expected_target`), TargetMoved; if it is checked out with uncommitted changes, TargetDirty.
+    A worktree that has the target checked out (and is clean) is brought up to the new head.
+    """
+    common = str(common_dir(repo))
+    target_ref = f"refs/heads/{target_branch}"
+    old = _git("--git-dir", common, "rev-parse", "--verify", "--quiet", target_ref)
+    if expected_target and old != expected_target:
+        raise TargetMoved(f"{target_branch} moved from {expected_target[:10]} to {old[:10]}; merge again.")
+    source_sha = _git("--git-dir", common, "rev-parse", "--verify", "--quiet", f"{source}^{{commit}}")
+    checked_out = worktrees_on_branch(repo, target_branch)
+    for path in checked_out:
+        if is_dirty(worktree=path, git_dir=_worktree_git_dir(repo, path)):
+            raise TargetDirty(
+                f"{target_branch} is checked out at {path} with uncommitted changes; commit or stash them first."
+            )
+    if _is_ancestor(common, source_sha, old):
+        return MergeResult(commit=old, already_merged=True)
+    if _is_ancestor(common, old, source_sha):
+        new, fast_forward = source_sha, True
+    else:
+        status, out, err = _git_status(
+            "--git-dir", common, "merge-tree", "--write-tree", "--name-only", "--no-messages", old, source_sha
+        )
+        if status == 1:
+            lines = out.splitlines()
+            return MergeResult(commit=None, conflicts=sorted(set(lines[1:])))
+        if status != 0:
+            raise WorkspaceError(f"git merge-tree failed: {(err or out).strip()}")
+        tree = out.splitlines()[0]
+        new = _git("--git-dir", common, "commit-tree", tree, "-p", old, "-p", source_sha, "-m", message)
+        fast_forward = False
+    with repo_lock(repo):
+        status, out, err = _git_status("--git-dir", common, "update-ref", "-m", message, target_ref, new, old)
+        if status != 0:
+            raise TargetMoved(f"{target_branch} moved while merging; nothing was changed. Merge again.")
+        for path in checked_out:
+            _git(*_in(path, _worktree_git_dir(repo, path)), "read-tree", "-m", "-u", old, new, cwd=path)
+    return MergeResult(commit=new, fast_forward=fast_forward)
+
+
+def _worktree_git_dir(repo: Path, path: Path) -> Path:
+    """The git dir of a worktree, found from the repository's side (never from its `.git` file)."""
+    common = common_dir(repo)
+    if (
+        path.resolve() == Path(_git("rev-parse", "--show-toplevel", cwd=repo)).resolve()
+        and (path / ".git").is_dir()
+    ):
+        return common
+    for candidate in common.glob("worktrees/*"):
+        gitdir_file = candidate / "gitdir"
+        if gitdir_file.exists() and Path(gitdir_file.read_text().strip()).parent.resolve() == path.resolve():
+            return candidate
+    return common
+
+
+def _is_ancestor(common: str, ancestor: str, descendant: str) -> bool:
+    status, _, _ = _git_status("--git-dir", common, "merge-base", "--is-ancestor", ancestor, descendant)
+    return status == 0
+
+
+def update_branch(*, repo: Path, branch: str, new: str, old: str) -> None:
+    """Move a branch from `old` to `new` only if it is still at `old` (compare and swap)."""
+    with repo_lock(repo):
+        status, _, _ = _git_status(
+            "--git-dir", str(common_dir(repo)), "update-ref", f"refs/heads/{branch}", new, old
+        )
+    if status != 0:
+        raise TargetMoved(f"{branch} moved; nothing was changed.")
+
+
+def create_branch(*, repo: Path, branch: str, start_point: str) -> None:
+    with repo_lock(repo):
+        _git("--git-dir", str(common_dir(repo)), "branch", branch, start_point)
+
+
+def push(*, repo: Path, remote: str, branch: str) -> str:
+    """Push a branch to a remote (a configured name, a URL or a path). Returns git's summary."""
+    status, out, err = _git_status(
+        "--git-dir",
+        str(common_dir(repo)),
+        "push",
+        "--porcelain",
+        remote,
+        f"refs/heads/{branch}:refs/heads/{branch}",
+    )
+    if status != 0:
+        raise WorkspaceError(f"git push to {remote} failed: {(err or out).strip()}")
+    return out
+
+
+# --- testing a commit -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestRun:
+    passed: bool
+    output: str
+    seconds: float
+
+
+def run_tests_at(*, repo: Path, commit: str, command: str, scratch: Path, timeout: float) -> TestRun:
+    """Run `command` in a fresh, detached worktree of `commit`, then remove it."""
+    path = scratch / f"test-{commit[:12]}-{os.getpid()}-{time.monotonic_ns()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    common = str(common_dir(repo))
+    with repo_lock(repo):
+        _git("--git-dir", common, "worktree", "add", "--quiet", "--detach", str(path), commit, cwd=repo)
+    started = time.monotonic()
     try:
-        common = _git("rev-parse", "--git-common-dir", cwd=path)
-        _git("--git-dir", str((path / common).resolve()), "worktree", "remove", "--force", str(path))
-    except (WorkspaceError, OSError):
-        pass
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(path), "LANG": "C.UTF-8"},
+            start_new_session=True,
+        )
+        passed, output = proc.returncode == 0, (proc.stdout + proc.stderr)[-20_000:]
+    except subprocess.TimeoutExpired as exc:
+        passed, output = False, f"Timed out after {timeout:.0f} s.\n{(exc.stdout or '')!s}"[-20_000:]
+    finally:
+        remove_worktree(repo=repo, path=path)
+    return TestRun(passed=passed, output=output, seconds=time.monotonic() - started)
