@@ -351,6 +351,8 @@ def test_project_admin_shows_rollups_and_a_new_cap_wakes_waiting_agents(admin_cl
         {
             "name": project.name,
             "team": project.team_id,
+            "forge": "local",
+            "test_timeout_seconds": "1800",
             "repo_path": project.repo_path,
             "base_branch": project.base_branch,
             "monthly_budget_usd": "10",
