@@ -4,7 +4,10 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from agents.errors import OrchestratorError
-from agents.models import Agent, Message, Project, Role, TranscriptEntry, Workspace
+from agents.lifecycle import agent_archive
+from agents.merges import merge_abandon, merge_request, merge_resolve
+from agents.models import Agent, Merge, Message, Project, PullRequest, Role, TranscriptEntry, Workspace
+from agents.selectors import agent_changes
 from agents.services import agent_cancel, agent_retry
 from budgets import selectors as money
 from budgets.models import Budget, UsageRecord
@@ -27,7 +30,8 @@ def _table(rows: list[dict], key: str) -> str:
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "repo_path", "base_branch", "monthly_budget_usd", "created_at"]
+    list_display = ["name", "team", "repo_path", "base_branch", "monthly_budget_usd", "created_at"]
+    list_filter = ["team"]
     search_fields = ["name", "repo_path"]
     readonly_fields = ["cost_by_role", "cost_by_model", "cost_by_day"]
 
@@ -115,10 +119,49 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = [
         "parent", "project", "status", "status_reason", "result", "attempts", "turns", "input_tokens",
         "output_tokens", "cache_write_tokens", "cache_read_tokens", "cost_usd", "spawned_by", "created_at",
-        "started_at", "finished_at", "waiting_for", "subtree_cost",
+        "started_at", "finished_at", "waiting_for", "subtree_cost", "archived_at", "changes",
     ]  # fmt: skip
     inlines = [WorkspaceInline, BudgetInline, UsageInline, TranscriptInline]
-    actions = ["cancel", "retry"]
+    actions = ["cancel", "retry", "merge", "archive"]
+
+    @admin.display(description="Changes on its branch")
+    def changes(self, obj: Agent) -> str:
+        changes = agent_changes(agent=obj)
+        if changes["error"]:
+            return changes["error"]
+        commits = format_html_join(
+            "", "<li><code>{}</code> {}</li>", ((c.sha[:10], c.subject) for c in changes["commits"])
+        )
+        files = format_html_join(
+            "",
+            "<details><summary>{} <code>{}</code> +{} -{}</summary><pre>{}</pre></details>",
+            (
+                (
+                    f.status,
+                    f.path,
+                    f.added if f.added is not None else "?",
+                    f.deleted if f.deleted is not None else "?",
+                    f.patch,
+                )
+                for f in changes["files"]
+            ),
+        )
+        return format_html("<ul>{}</ul>{}", commits, files) if changes["files"] else "No changes."
+
+    @admin.action(description="Queue merging the selected agents' branches (into parent or base)")
+    def merge(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._each(
+            request, queryset, lambda agent: merge_request(agent=agent, by=request.user), "queued for merging"
+        )
+
+    @admin.action(description="Archive the selected finished agents (remove worktrees, keep branches)")
+    def archive(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        self._each(
+            request,
+            queryset,
+            lambda agent: agent_archive(agent=agent, subtree=True, by=request.user),
+            "archived",
+        )
 
     @admin.display(description="Cost of it and its descendants")
     def subtree_cost(self, obj: Agent) -> str:
@@ -160,3 +203,39 @@ class TranscriptEntryAdmin(admin.ModelAdmin):
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
     list_display = ["agent", "branch", "path", "head_commit"]
+
+
+@admin.register(Merge)
+class MergeAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "source_branch", "target_branch", "status", "attempts", "updated_at"]
+    list_filter = ["status", "project"]
+    readonly_fields = [
+        "project", "agent", "source_branch", "target_branch", "status", "reason", "conflicts", "test_output",
+        "result_commit", "attempts", "resolver", "requested_by", "created_at", "updated_at",
+    ]  # fmt: skip
+    actions = ["resolve", "abandon"]
+
+    @admin.action(description="Spawn a resolver agent for the selected conflicts")
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Merge]) -> None:
+        for merge in queryset:
+            try:
+                resolver = merge_resolve(merge=merge, by=request.user)
+                self.message_user(
+                    request, f"Merge {merge.pk}: agent {resolver.pk} resolves it.", messages.SUCCESS
+                )
+            except OrchestratorError as exc:
+                self.message_user(request, f"Merge {merge.pk}: {exc}", messages.ERROR)
+
+    @admin.action(description="Abandon the selected merges")
+    def abandon(self, request: HttpRequest, queryset: QuerySet[Merge]) -> None:
+        for merge in queryset:
+            try:
+                merge_abandon(merge=merge, by=request.user)
+            except OrchestratorError as exc:
+                self.message_user(request, f"Merge {merge.pk}: {exc}", messages.ERROR)
+
+
+@admin.register(PullRequest)
+class PullRequestAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "head_branch", "base_branch", "title", "forge", "url", "created_at"]
+    list_filter = ["forge", "project"]

@@ -58,8 +58,14 @@ class ReaperTicker(threading.Thread):
         super().__init__(name="agents-reaper", daemon=True)
 
     def run(self) -> None:
+        from agents.lifecycle import workspaces_repair
         from agents.services import agents_reap
 
+        try:  # first, what a crash may have left in the repositories (it says what it fixed)
+            workspaces_repair()
+        except Exception:
+            log.exception("repairing worktrees at start-up failed")
+            connection.close()
         while not STOPPING.is_set():
             try:
                 report = agents_reap()

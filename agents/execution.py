@@ -32,6 +32,7 @@ from django.utils import timezone
 from agents import workspaces
 from agents.errors import InvalidTransition, OrchestratorError
 from agents.events import MAX_OUTPUT, Kind, bounded, event_record, tool_activity
+from agents.merges import file_touched, merges_after_completion
 from agents.models import (
     Agent,
     AgentStatus,
@@ -83,6 +84,7 @@ S = AgentStatus
 HOST = socket.gethostname()
 PARK_MAX_SECONDS = 600
 TEXT_FLUSH_SECONDS = 0.1
+WRITING_TOOLS = {"Write", "Edit"}
 
 
 def agent_run(*, agent_id: int) -> None:
@@ -157,6 +159,7 @@ class AgentSink:
         self.text_buffer: list[str] = []
         self.text_since = 0.0
         self.tool_names: dict[str, str] = {}
+        self.tool_paths: dict[str, str] = {}
 
     # --- fencing and control ---
     def request_stop(self, *, shutdown: bool = False) -> None:
@@ -317,6 +320,8 @@ class AgentSink:
     def record_tool_call(self, tool_use: dict[str, Any]) -> None:
         name, tool_input = tool_use["name"], tool_use.get("input")
         self.tool_names[tool_use["id"]] = name
+        if isinstance(tool_input, dict) and isinstance(tool_input.get("file_path"), str):
+            self.tool_paths[tool_use["id"]] = tool_input["file_path"]
         with transaction.atomic():
             self.fence()
             self._append(EntryKind.TOOL_CALL, {"id": tool_use["id"], "name": name, "input": tool_input})
@@ -327,6 +332,24 @@ class AgentSink:
             )
 
     def record_tool_result(self, tool_use_id: str, result: ToolResult) -> None:
+        self._record_tool_result(tool_use_id, result)
+        name = self.tool_names.get(tool_use_id, "")
+        if name in WRITING_TOOLS and not result.is_error:
+            self._note_written_file(tool_use_id)
+
+    def _note_written_file(self, tool_use_id: str) -> None:
+        """For the overlap warning: which files this agent wrote (in a transaction of its own)."""
+        path = self.tool_paths.get(tool_use_id)
+        if not path:
+            return
+        worktree = Path(self.agent.workspace.path)
+        try:
+            relative = (worktree / path).resolve().relative_to(worktree.resolve())
+        except (ValueError, OSError):
+            return
+        file_touched(agent=self.agent, path=str(relative))
+
+    def _record_tool_result(self, tool_use_id: str, result: ToolResult) -> None:
         with transaction.atomic():
             self.fence()
             self._append(
@@ -549,6 +572,7 @@ class AgentRun:
                 agent_id=self.agent.pk, to=S.COMPLETED, lease_token=self.token, extra={"result": final_text}
             )
             report_to_parent(agent=self.agent, status=S.COMPLETED, text=final_text)
+            merges_after_completion(agent_id=self.agent.pk)
         return False
 
     def _commit_work(self, *, quietly: bool = False) -> None:

@@ -275,6 +275,9 @@ class FileTouch(models.Model):
         constraints = [models.UniqueConstraint(fields=["agent", "path"], name="one_touch_per_agent_and_file")]
         indexes = [models.Index(fields=["project", "path"])]
 
+    def __str__(self) -> str:
+        return f"#{self.agent_id} wrote {self.path}"
+
 
 class MergeStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -302,7 +305,12 @@ class Merge(models.Model):
     result_commit = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     resolver = models.ForeignKey(
-        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Agent resolving a conflict."
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Agent resolving a conflict.",
     )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -321,7 +329,9 @@ class PullRequest(models.Model):
     """A pull request opened through the project's forge (the local forge only records it)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pull_requests")
-    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="pull_requests")
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="pull_requests"
+    )
     forge = models.CharField(max_length=20)
     head_branch = models.CharField(max_length=255)
     base_branch = models.CharField(max_length=255)

@@ -63,11 +63,23 @@ BUILT_IN_ROLES = [
     {
         "name": "git-agent",
         "description": "Commits, merges and prepares branches for review.",
-        "tools": [*READ_TOOLS, "Bash", "SendMessage", "RequestBudget"],
+        "tools": [
+            *READ_TOOLS,
+            "Bash",
+            "SendMessage",
+            "RequestBudget",
+            "Commit",
+            "MergeChild",
+            "Push",
+            "OpenPullRequest",
+            "ResolveConflict",
+            "AbandonMerge",
+        ],
         "system_prompt": (
-            "You are the git agent of a software team. You commit finished work with clear messages, "
-            "merge branches, and prepare them for review. Never rewrite history that others may have "
-            "and never force-push."
+            "You are the git agent of a software team. You commit finished work with clear messages "
+            "(Commit), merge your children's branches into yours (MergeChild; on a conflict, "
+            "ResolveConflict or AbandonMerge), push (Push) and open pull requests (OpenPullRequest). "
+            "Never rewrite history that others may have and never force-push."
         ),
     },
 ]
@@ -92,3 +104,17 @@ def add_budget_tools(role_model: Any) -> None:
         if tools != role.tools:
             role.tools = tools
             role.save(update_fields=["tools"])
+
+
+GIT_AGENT_TOOLS = ["Commit", "MergeChild", "Push", "OpenPullRequest", "ResolveConflict", "AbandonMerge"]
+
+
+def add_git_tools(role_model: Any) -> None:
+    """The git-agent seeded before the git tools existed gets them, and its new prompt (migration 0010)."""
+    built_in = next(r for r in BUILT_IN_ROLES if r["name"] == "git-agent")
+    role = role_model.objects.filter(name="git-agent").first()
+    if role is None:
+        return
+    role.tools = list(role.tools) + [t for t in GIT_AGENT_TOOLS if t not in role.tools]
+    role.system_prompt = built_in["system_prompt"]
+    role.save(update_fields=["tools", "system_prompt"])

@@ -166,3 +166,24 @@ def agent_as_dict(agent: Agent) -> dict[str, Any]:
         "created_at": agent.created_at.isoformat(),
         "finished_at": agent.finished_at.isoformat() if agent.finished_at else None,
     }
+
+
+def agent_changes(*, agent: Agent) -> dict[str, Any]:
+    """The agent's branch against where it started: per-file diff and its commits (for the page
+    and the admin). Read from the repository's git dir, so it works after archiving too."""
+    from pathlib import Path
+
+    from agents import workspaces
+
+    workspace = getattr(agent, "workspace", None)
+    if workspace is None:
+        return {"files": [], "commits": [], "error": ""}
+    try:
+        git_dir = workspaces.common_dir(Path(agent.project.repo_path))
+        return {
+            "files": workspaces.diff(git_dir=git_dir, base=workspace.base_commit, head=workspace.branch),
+            "commits": workspaces.commits(git_dir=git_dir, base=workspace.base_commit, head=workspace.branch),
+            "error": "",
+        }
+    except workspaces.WorkspaceError as exc:
+        return {"files": [], "commits": [], "error": str(exc)}

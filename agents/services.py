@@ -7,7 +7,7 @@ admin and the delegation tools call.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +27,8 @@ from agents.models import (
     FINISHED_STATUSES,
     Agent,
     AgentStatus,
+    Merge,
+    MergeStatus,
     Message,
     MessageKind,
     Project,
@@ -156,6 +158,7 @@ class SpawnRequest:
     model: str
     budget_usd: Decimal | None = None
     budget_tokens: int | None = None
+    start_point: str | None = None  # a branch to start from instead of the parent's or the base
 
 
 def spawn_request_validate(
@@ -230,6 +233,7 @@ def agent_spawn(
     budget_tokens: Any = None,
     spawned_by: AbstractBaseUser | None = None,
     commit_parent_work: bool = False,
+    start_point: str | None = None,
 ) -> Agent:
     """Create an agent with its worktree and queue its first run once the transaction commits.
 
@@ -248,6 +252,8 @@ def agent_spawn(
         budget_tokens=budget_tokens,
         cap_budget_to_parent=commit_parent_work,
     )
+    if start_point:
+        request = replace(request, start_point=start_point)
     return _create_agents([request], spawned_by=spawned_by, commit_parent_work=commit_parent_work)[0]
 
 
@@ -317,7 +323,13 @@ def _create_agents(
                     tokens=request.budget_tokens,
                     cap_to_parent=commit_parent_work,
                 )
-                worktrees.append(Path(_workspace_create(agent, commit_parent_work=commit_parent_work).path))
+                worktrees.append(
+                    Path(
+                        _workspace_create(
+                            agent, commit_parent_work=commit_parent_work, start_point=request.start_point
+                        ).path
+                    )
+                )
                 transaction.on_commit(lambda agent_id=agent.pk: enqueue_agent_run(agent_id=agent_id))
                 created.append(agent)
     except workspaces.WorkspaceError as exc:
@@ -327,7 +339,7 @@ def _create_agents(
     return created
 
 
-def _workspace_create(agent: Agent, *, commit_parent_work: bool) -> Workspace:
+def _workspace_create(agent: Agent, *, commit_parent_work: bool, start_point: str | None = None) -> Workspace:
     project = agent.project
     repo = Path(project.repo_path)
     if agent.parent_id:
@@ -340,9 +352,9 @@ def _workspace_create(agent: Agent, *, commit_parent_work: bool) -> Workspace:
             )
             if head:
                 Workspace.objects.filter(pk=parent_ws.pk).update(head_commit=head)
-        start_point = parent_ws.branch
+        start_point = start_point or parent_ws.branch
     else:
-        start_point = project.base_branch
+        start_point = start_point or project.base_branch
     path = settings.ORCHESTRATOR_WORKTREES_DIR / f"project-{project.pk}" / f"agent-{agent.pk}"
     tree = workspaces.create_worktree(
         repo=repo, path=path, branch=workspaces.branch_name(agent.pk, agent.task), start_point=start_point
@@ -493,6 +505,7 @@ class ReapReport:
     failed: list[int]
     woken: list[int]
     resent: list[int] = field(default_factory=list)
+    merges: list[int] = field(default_factory=list)  # projects whose merge queue was run
 
 
 def agents_reap() -> ReapReport:
@@ -535,6 +548,17 @@ def agents_reap() -> ReapReport:
         if Agent.objects.filter(released, pk=agent_id).update(wake_at=None):
             enqueue_agent_run(agent_id=agent_id)
             report.woken.append(agent_id)
+    # Merge requests wait for their agents to complete: look again at projects that have some.
+    from agents.merges import enqueue_merges
+
+    waiting_merges = Merge.objects.filter(
+        status=MergeStatus.QUEUED,
+        agent__status=S.COMPLETED,
+        updated_at__lt=now - timedelta(seconds=2 * settings.ORCHESTRATOR_REAP_SECONDS),
+    )
+    for project_id in waiting_merges.values_list("project_id", flat=True).distinct():
+        enqueue_merges(project_id=project_id)
+        report.merges.append(project_id)
     stale = Q(
         status=S.PENDING, updated_at__lt=now - timedelta(seconds=2 * settings.ORCHESTRATOR_LEASE_SECONDS)
     )

@@ -33,3 +33,10 @@ def reap_agents() -> None:
     from agents.services import agents_reap
 
     agents_reap()
+
+
+def process_merges(project_id: int) -> None:
+    """Run a project's merge queue (queued by merge requests and by the reaper)."""
+    from agents.merges import merges_process
+
+    merges_process(project_id=project_id)

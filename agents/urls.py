@@ -11,5 +11,6 @@ urlpatterns = [
     path("agents/<int:agent_id>/control/<slug:action>/", views.agent_control, name="agent_control"),
     path("agents/<int:agent_id>/message/", views.agent_message, name="agent_message"),
     path("agents/<int:agent_id>/budget/", views.agent_budget, name="agent_budget"),
+    path("merges/<int:merge_id>/<slug:action>/", views.merge_action, name="merge_action"),
     path("projects/<int:project_id>/", views.project_detail, name="project"),
 ]

@@ -21,7 +21,9 @@ from django.views.decorators.http import require_POST
 from agents import selectors
 from agents.errors import OrchestratorError
 from agents.forms import BudgetForm, MessageForm, SpawnForm
-from agents.models import Agent, AgentStatus
+from agents.lifecycle import agent_archive
+from agents.merges import merge_abandon, merge_request, merge_resolve, merges_for
+from agents.models import Agent, AgentStatus, Merge
 from agents.services import agent_cancel, agent_pause, agent_resume, agent_retry, agent_spawn, message_send
 from budgets import charts
 from budgets import selectors as money
@@ -65,6 +67,8 @@ def agent_detail(request: HttpRequest, agent_id: int) -> HttpResponse:
             agent_ids=agent.children.order_by("-pk").values_list("pk", flat=True)
         ),
         "can_act": can_act(request.user, agent.project_id),
+        "changes": selectors.agent_changes(agent=agent),
+        "merges": merges_for(agent=agent),
     }
     return render(request, "agents/agent_detail.html", context)
 
@@ -120,6 +124,8 @@ CONTROLS = {
     "retry": lambda agent, user: agent_retry(agent=agent, by=user),
     "cancel": lambda agent, user: agent_cancel(agent=agent, by=user),
     "cancel-subtree": lambda agent, user: agent_cancel(agent=agent, subtree=True, by=user),
+    "merge": lambda agent, user: merge_request(agent=agent, by=user),
+    "archive": lambda agent, user: agent_archive(agent=agent, subtree=True, by=user),
 }
 DONE = {
     "pause": "Paused.",
@@ -127,6 +133,8 @@ DONE = {
     "retry": "Queued again.",
     "cancel": "Cancelled.",
     "cancel-subtree": "Cancelled with its descendants.",
+    "merge": "Merge queued; it is tested and merged in turn.",
+    "archive": "Archived: its worktree (and its descendants') removed; the branches stay.",
 }
 
 
@@ -173,6 +181,23 @@ def agent_budget(request: HttpRequest, agent_id: int) -> HttpResponse:
         ),
         "Budget set.",
     )
+
+
+@login_required
+@require_POST
+def merge_action(request: HttpRequest, merge_id: int, action: str) -> HttpResponse:
+    """A person settles a conflicted merge: spawn a resolver agent, or abandon it."""
+    merge = Merge.objects.filter(pk=merge_id, project__in=projects_visible_to(request.user)).first()
+    if merge is None or action not in ("resolve", "abandon"):
+        raise Http404("No such merge.")
+    agent = _acting_agent(request, merge.agent_id) if merge.agent_id else None
+    if agent is None:
+        raise Http404("No such merge.")
+    if action == "resolve":
+        return _respond(
+            request, agent, lambda: merge_resolve(merge=merge, by=request.user), "Resolver spawned."
+        )
+    return _respond(request, agent, lambda: merge_abandon(merge=merge, by=request.user), "Merge abandoned.")
 
 
 @login_required

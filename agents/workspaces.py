@@ -33,6 +33,8 @@ SAFE_OPTIONS = [
     "-c", "core.sshCommand=ssh",
     "-c", "diff.external=",
     "-c", "protocol.ext.allow=never",
+    "-c", "credential.helper=",
+    "-c", "core.alternateRefsCommand=",
     "-c", "commit.gpgsign=false",
     "-c", "tag.gpgsign=false",
     "-c", "user.name=Orchestrator",
@@ -86,14 +88,6 @@ class Commit:
     date: str
 
 
-@dataclass(frozen=True)
-class MergeResult:
-    commit: str | None  # the new head of the target; None if there were conflicts
-    conflicts: list[str] = field(default_factory=list)
-    fast_forward: bool = False
-    already_merged: bool = False
-
-
 def _git(*args: str, cwd: Path | None = None) -> str:
     status, out, err = _git_status(*args, cwd=cwd)
     if status != 0:
@@ -104,6 +98,27 @@ def _git(*args: str, cwd: Path | None = None) -> str:
 
 def _git_status(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     """Run git; return (exit status, stdout, stderr) without raising on a non-zero status."""
+    return _run(*_neutralized(args), *args, cwd=cwd)
+
+
+# Config keys that name programs git runs for files with a matching attribute: the agent writes
+# `.gitattributes`, so any such program configured in the repository must not run for us.
+DRIVER_KEYS = r"^(filter|merge|diff)\..*\.(clean|smudge|process|driver|command|textconv)$"
+
+
+def _neutralized(args: tuple[str, ...]) -> list[str]:
+    """`-c key=` for every filter, merge and diff driver the repository's config defines."""
+    if len(args) < 2 or args[0] != "--git-dir":
+        return []
+    _, out, _ = _run("--git-dir", args[1], "config", "--get-regexp", DRIVER_KEYS)
+    options = []
+    for line in out.splitlines():
+        key = line.split(" ", 1)[0]
+        options += ["-c", f"{key}=false" if key.endswith(".driver") else f"{key}="]
+    return options
+
+
+def _run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     try:
         status, out, err = git.Git(str(cwd) if cwd else None).execute(
             ["git", *SAFE_OPTIONS, *args],
@@ -234,6 +249,11 @@ def remove_worktree_quietly(path: Path) -> None:
         pass
 
 
+def prune(repo: Path) -> None:
+    """Forget worktrees whose directories are gone (call holding `repo_lock`)."""
+    _git("--git-dir", str(common_dir(repo)), "worktree", "prune", cwd=repo)
+
+
 def worktree_paths(repo: Path) -> list[Path]:
     """Every worktree git knows of, the main one first."""
     out = _git("--git-dir", str(common_dir(repo)), "worktree", "list", "--porcelain", cwd=repo)
@@ -316,50 +336,81 @@ def commits(*, git_dir: Path, base: str, head: str) -> list[Commit]:
     return [Commit(*line.split("\x1f")) for line in out.splitlines() if line]
 
 
-def merge(
-    *, repo: Path, source: str, target_branch: str, message: str, expected_target: str | None = None
-) -> MergeResult:
-    """Merge `source` (a branch or commit) into `target_branch` without a checkout.
+@dataclass(frozen=True)
+class PreparedMerge:
+    """A merge built without a checkout; nothing has changed yet (see `apply_merge`)."""
 
-    A conflict changes nothing and lists the files. If the target moved (or is not
-    `expected_target`), TargetMoved; if it is checked out with uncommitted changes, TargetDirty.
-    A worktree that has the target checked out (and is clean) is brought up to the new head.
-    """
+    old: str  # the target's head it was built on
+    new: str | None  # the commit the target would move to; None on conflict
+    conflicts: list[str] = field(default_factory=list)
+    fast_forward: bool = False
+    already_merged: bool = False
+
+
+def prepare_merge(*, repo: Path, source: str, target_branch: str, message: str) -> PreparedMerge:
+    """Build the merge of `source` into `target_branch` as a commit, changing no ref and no file.
+    A conflict lists the conflicting files."""
     common = str(common_dir(repo))
-    target_ref = f"refs/heads/{target_branch}"
-    old = _git("--git-dir", common, "rev-parse", "--verify", "--quiet", target_ref)
-    if expected_target and old != expected_target:
-        raise TargetMoved(f"{target_branch} moved from {expected_target[:10]} to {old[:10]}; merge again.")
+    old = _git("--git-dir", common, "rev-parse", "--verify", "--quiet", f"refs/heads/{target_branch}")
     source_sha = _git("--git-dir", common, "rev-parse", "--verify", "--quiet", f"{source}^{{commit}}")
-    checked_out = worktrees_on_branch(repo, target_branch)
-    for path in checked_out:
-        if is_dirty(worktree=path, git_dir=_worktree_git_dir(repo, path)):
-            raise TargetDirty(
-                f"{target_branch} is checked out at {path} with uncommitted changes; commit or stash them first."
-            )
     if _is_ancestor(common, source_sha, old):
-        return MergeResult(commit=old, already_merged=True)
+        return PreparedMerge(old=old, new=old, already_merged=True)
     if _is_ancestor(common, old, source_sha):
-        new, fast_forward = source_sha, True
-    else:
-        status, out, err = _git_status(
-            "--git-dir", common, "merge-tree", "--write-tree", "--name-only", "--no-messages", old, source_sha
-        )
-        if status == 1:
-            lines = out.splitlines()
-            return MergeResult(commit=None, conflicts=sorted(set(lines[1:])))
-        if status != 0:
-            raise WorkspaceError(f"git merge-tree failed: {(err or out).strip()}")
-        tree = out.splitlines()[0]
-        new = _git("--git-dir", common, "commit-tree", tree, "-p", old, "-p", source_sha, "-m", message)
-        fast_forward = False
+        return PreparedMerge(old=old, new=source_sha, fast_forward=True)
+    status, out, err = _git_status(
+        "--git-dir", common, "merge-tree", "--write-tree", "--name-only", "--no-messages", old, source_sha
+    )
+    if status == 1:
+        return PreparedMerge(old=old, new=None, conflicts=sorted(set(out.splitlines()[1:])))
+    if status != 0:
+        raise WorkspaceError(f"git merge-tree failed: {(err or out).strip()}")
+    tree = out.splitlines()[0]
+    new = _git("--git-dir", common, "commit-tree", tree, "-p", old, "-p", source_sha, "-m", message)
+    return PreparedMerge(old=old, new=new)
+
+
+def apply_merge(*, repo: Path, target_branch: str, prepared: PreparedMerge) -> None:
+    """Move the target to the prepared commit if it is still where the merge was built
+    (TargetMoved otherwise). A worktree with the target checked out must be clean (TargetDirty
+    otherwise) and is brought up to the new head."""
+    if prepared.new is None or prepared.new == prepared.old:
+        return
+    common = str(common_dir(repo))
     with repo_lock(repo):
-        status, out, err = _git_status("--git-dir", common, "update-ref", "-m", message, target_ref, new, old)
+        checked_out = [
+            (path, _worktree_git_dir(repo, path)) for path in worktrees_on_branch(repo, target_branch)
+        ]
+        for path, git_dir in checked_out:
+            if is_dirty(worktree=path, git_dir=git_dir):
+                raise TargetDirty(
+                    f"{target_branch} is checked out at {path} with uncommitted changes; commit or stash them first."
+                )
+        status, _, _ = _git_status(
+            "--git-dir", common, "update-ref", "-m", "orchestrator merge", f"refs/heads/{target_branch}",
+            prepared.new, prepared.old,
+        )  # fmt: skip
         if status != 0:
             raise TargetMoved(f"{target_branch} moved while merging; nothing was changed. Merge again.")
-        for path in checked_out:
-            _git(*_in(path, _worktree_git_dir(repo, path)), "read-tree", "-m", "-u", old, new, cwd=path)
-    return MergeResult(commit=new, fast_forward=fast_forward)
+        for path, git_dir in checked_out:
+            _git(*_in(path, git_dir), "read-tree", "-m", "-u", prepared.old, prepared.new, cwd=path)
+
+
+def merge(*, repo: Path, source: str, target_branch: str, message: str) -> PreparedMerge:
+    """Prepare and apply in one go (no tests in between)."""
+    prepared = prepare_merge(repo=repo, source=source, target_branch=target_branch, message=message)
+    if not prepared.conflicts:
+        apply_merge(repo=repo, target_branch=target_branch, prepared=prepared)
+    return prepared
+
+
+def start_merge(*, worktree: Path, git_dir: Path, source: str) -> list[str]:
+    """Begin merging `source` into a worktree's branch, leaving conflict markers for an agent to
+    resolve (`commit_all` then records the merge commit). Returns the conflicting files."""
+    _git_status(
+        *_in(worktree, git_dir), "merge", "--no-commit", "--no-ff", "--no-verify", source, cwd=worktree
+    )
+    out = _git(*_in(worktree, git_dir), "diff", "--name-only", "--diff-filter=U", cwd=worktree)
+    return out.splitlines()
 
 
 def _worktree_git_dir(repo: Path, path: Path) -> Path:
@@ -404,6 +455,7 @@ def push(*, repo: Path, remote: str, branch: str) -> str:
         str(common_dir(repo)),
         "push",
         "--porcelain",
+        "--receive-pack=git-receive-pack",  # not a program named in the remote's config
         remote,
         f"refs/heads/{branch}:refs/heads/{branch}",
     )

@@ -6,104 +6,225 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0008_live_events'),
+        ("agents", "0008_live_events"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='archived_at',
-            field=models.DateTimeField(blank=True, help_text='Its worktree was removed (the branch stays).', null=True),
+            model_name="agent",
+            name="archived_at",
+            field=models.DateTimeField(
+                blank=True, help_text="Its worktree was removed (the branch stays).", null=True
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='forge',
-            field=models.CharField(choices=[('local', 'Local (records pull requests here)'), ('github', 'GitHub'), ('gitlab', 'GitLab')], default='local', max_length=20),
+            model_name="project",
+            name="forge",
+            field=models.CharField(
+                choices=[
+                    ("local", "Local (records pull requests here)"),
+                    ("github", "GitHub"),
+                    ("gitlab", "GitLab"),
+                ],
+                default="local",
+                max_length=20,
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='forge_repo',
-            field=models.CharField(blank=True, help_text='GitHub `owner/name` or GitLab project path, for pull requests.', max_length=300),
+            model_name="project",
+            name="forge_repo",
+            field=models.CharField(
+                blank=True,
+                help_text="GitHub `owner/name` or GitLab project path, for pull requests.",
+                max_length=300,
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='forge_token_env',
-            field=models.CharField(blank=True, help_text="Name of the environment variable holding the forge's token (the token is never stored).", max_length=100),
+            model_name="project",
+            name="forge_token_env",
+            field=models.CharField(
+                blank=True,
+                help_text="Name of the environment variable holding the forge's token (the token is never stored).",
+                max_length=100,
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='remote',
-            field=models.CharField(blank=True, help_text='Where agents push branches: a remote name, URL or path.', max_length=1000),
+            model_name="project",
+            name="remote",
+            field=models.CharField(
+                blank=True,
+                help_text="Where agents push branches: a remote name, URL or path.",
+                max_length=1000,
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='test_command',
-            field=models.CharField(blank=True, help_text='Shell command run in a fresh worktree of each merge result before the branch moves (e.g. `make test`). Blank: merges are not tested.', max_length=1000),
+            model_name="project",
+            name="test_command",
+            field=models.CharField(
+                blank=True,
+                help_text="Shell command run in a fresh worktree of each merge result before the branch moves (e.g. `make test`). Blank: merges are not tested.",
+                max_length=1000,
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='test_timeout_seconds',
+            model_name="project",
+            name="test_timeout_seconds",
             field=models.PositiveIntegerField(default=1800),
         ),
         migrations.AddField(
-            model_name='workspace',
-            name='removed_at',
-            field=models.DateTimeField(blank=True, help_text='When the worktree was removed.', null=True),
+            model_name="workspace",
+            name="removed_at",
+            field=models.DateTimeField(blank=True, help_text="When the worktree was removed.", null=True),
         ),
         migrations.CreateModel(
-            name='PullRequest',
+            name="PullRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('forge', models.CharField(max_length=20)),
-                ('head_branch', models.CharField(max_length=255)),
-                ('base_branch', models.CharField(max_length=255)),
-                ('title', models.CharField(max_length=300)),
-                ('body', models.TextField(blank=True)),
-                ('number', models.PositiveIntegerField(blank=True, null=True)),
-                ('url', models.CharField(blank=True, max_length=1000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pull_requests', to='agents.agent')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='pull_requests', to='agents.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("forge", models.CharField(max_length=20)),
+                ("head_branch", models.CharField(max_length=255)),
+                ("base_branch", models.CharField(max_length=255)),
+                ("title", models.CharField(max_length=300)),
+                ("body", models.TextField(blank=True)),
+                ("number", models.PositiveIntegerField(blank=True, null=True)),
+                ("url", models.CharField(blank=True, max_length=1000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pull_requests",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="pull_requests",
+                        to="agents.project",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='FileTouch',
+            name="FileTouch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(help_text='Relative to the worktree.', max_length=1000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='file_touches', to='agents.agent')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='agents.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("path", models.CharField(help_text="Relative to the worktree.", max_length=1000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="file_touches",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="agents.project"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['project', 'path'], name='agents_file_project_f09769_idx')],
-                'constraints': [models.UniqueConstraint(fields=('agent', 'path'), name='one_touch_per_agent_and_file')],
+                "indexes": [models.Index(fields=["project", "path"], name="agents_file_project_f09769_idx")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("agent", "path"), name="one_touch_per_agent_and_file")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Merge',
+            name="Merge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source_branch', models.CharField(max_length=255)),
-                ('target_branch', models.CharField(max_length=255)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('testing', 'Testing'), ('merged', 'Merged'), ('conflict', 'Conflict'), ('failed', 'Failed'), ('abandoned', 'Abandoned')], default='queued', max_length=20)),
-                ('reason', models.TextField(blank=True)),
-                ('conflicts', models.JSONField(blank=True, default=list)),
-                ('test_output', models.TextField(blank=True)),
-                ('result_commit', models.CharField(blank=True, max_length=64)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='merges', to='agents.agent')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='merges', to='agents.project')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('resolver', models.ForeignKey(blank=True, help_text='Agent resolving a conflict.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.agent')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("source_branch", models.CharField(max_length=255)),
+                ("target_branch", models.CharField(max_length=255)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("testing", "Testing"),
+                            ("merged", "Merged"),
+                            ("conflict", "Conflict"),
+                            ("failed", "Failed"),
+                            ("abandoned", "Abandoned"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("conflicts", models.JSONField(blank=True, default=list)),
+                ("test_output", models.TextField(blank=True)),
+                ("result_commit", models.CharField(blank=True, max_length=64)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="merges",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="merges",
+                        to="agents.project",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "resolver",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Agent resolving a conflict.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['project', 'status', 'id'], name='agents_merg_project_967fbd_idx')],
+                "indexes": [
+                    models.Index(fields=["project", "status", "id"], name="agents_merg_project_967fbd_idx")
+                ],
             },
         ),
     ]

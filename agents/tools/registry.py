@@ -9,6 +9,7 @@ from pathlib import Path
 from agents.tools.base import Tool, ToolBox, ToolContext
 from agents.tools.delegation import delegation_tools
 from agents.tools.files import FILE_TOOLS
+from agents.tools.git import git_tools
 from agents.tools.shell import BASH_TOOL
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def toolbox_for(
             *FILE_TOOLS,
             BASH_TOOL,
             *delegation_tools(agent_id=agent_id, parent_id=parent_id, roles=roles),
+            *git_tools(agent_id=agent_id),
         ]
     }
     unknown = [name for name in tool_names if name not in available]
