@@ -32,6 +32,7 @@ from django.utils import timezone
 from agents import workspaces
 from agents.errors import InvalidTransition, OrchestratorError
 from agents.events import MAX_OUTPUT, Kind, bounded, event_record, tool_activity
+from agents.lifecycle import restore_lost_worktree
 from agents.merges import file_touched, merges_after_completion
 from agents.models import (
     Agent,
@@ -463,6 +464,7 @@ class AgentRun:
                 # The last run ended without a clean release: stop what it may have left running.
                 kill_processes_in(Path(self.agent.workspace.path))
             budget_release_stale(agent=self.agent)
+            restore_lost_worktree(self.agent)
             loop = self._build_loop()
             while True:
                 final_text = loop.run()

@@ -21,7 +21,7 @@ from django.utils import timezone
 from agents import workspaces
 from agents.errors import OrchestratorError
 from agents.events import event_record
-from agents.models import FINISHED_STATUSES, Agent, Project, Workspace
+from agents.models import FINISHED_STATUSES, Agent, AgentStatus, Project, Workspace
 
 log = logging.getLogger(__name__)
 YOUNG_DIRECTORY_SECONDS = 60  # a worktree this new may belong to a spawn not yet committed
@@ -49,6 +49,31 @@ def agent_archive(*, agent: Agent, subtree: bool = False, by: AbstractBaseUser |
             event_record(target.pk, "archived", {"worktree": workspace.path if workspace else None}, by=by)
         archived.append(target.pk)
     return archived
+
+
+def restore_lost_worktree(agent: Agent) -> bool:
+    """Before a run: if the agent's worktree directory was deleted, check its branch out again
+    (its committed work is on the branch; only uncommitted changes were lost with the directory)."""
+    workspace = agent.workspace
+    path = Path(workspace.path)
+    if workspace.removed_at is not None or (path / ".git").exists():
+        return False
+    if path.is_dir():  # damaged (no .git): keep its files for a person to look at, start clean
+        path.rename(path.with_name(f"{path.name}.damaged-{int(time.time())}"))
+    _restore(workspace)
+    workspace.refresh_from_db()
+    return True
+
+
+def _restore(workspace: Workspace) -> None:
+    repo = Path(workspace.agent.project.repo_path)
+    git_dir = workspaces.restore_worktree(repo=repo, path=Path(workspace.path), branch=workspace.branch)
+    Workspace.objects.filter(pk=workspace.pk).update(git_dir=str(git_dir))
+    event_record(
+        workspace.agent_id,
+        "worktree_restored",
+        {"path": workspace.path, "branch": workspace.branch, "reason": "its directory had been deleted"},
+    )
 
 
 def _remove(workspace: Workspace, *, project: Project) -> None:
@@ -103,21 +128,21 @@ def _repair_project(project: Project, repo: Path, report: RepairReport) -> None:
             "agent"
         )
     }
-    # Records without a directory.
+    # Records without a directory: an agent that may still work (or be retried) gets its branch
+    # checked out again; a completed one is recorded as archived.
     for path, workspace in records.items():
         if path.is_dir():
             continue
         agent = workspace.agent
-        if agent.status in FINISHED_STATUSES:
+        if agent.status == AgentStatus.COMPLETED:
             workspaces.remove_worktree(repo=repo, path=path)
             Workspace.objects.filter(pk=workspace.pk).update(removed_at=timezone.now())
+            Agent.objects.filter(pk=agent.pk).update(archived_at=timezone.now())
             report.repaired.append(
                 f"agent {agent.pk}: worktree {path} was gone; recorded as removed (branch kept)"
             )
         else:
-            git_dir = workspaces.restore_worktree(repo=repo, path=path, branch=workspace.branch)
-            Workspace.objects.filter(pk=workspace.pk).update(git_dir=str(git_dir))
-            event_record(agent.pk, "worktree_restored", {"path": str(path), "branch": workspace.branch})
+            _restore(workspace)
             report.repaired.append(
                 f"agent {agent.pk}: worktree {path} was gone; checked out {workspace.branch} again"
             )

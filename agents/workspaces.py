@@ -291,6 +291,11 @@ def commit_all(*, worktree: Path, git_dir: Path, message: str) -> str | None:
     """Commit everything in the worktree on its branch. Returns the new commit, or None if clean."""
     if not worktree.is_dir():
         raise WorkspaceError(f"The worktree {worktree} is gone; nothing could be committed.")
+    if not (worktree / ".git").exists():
+        # Recreated from scratch, or gutted: committing would record every file as deleted.
+        raise WorkspaceError(
+            f"The worktree {worktree} is damaged (its .git file is gone); nothing was committed."
+        )
     where = _in(worktree, git_dir)
     _git(*where, "add", "--all", cwd=worktree)
     if not _git(*where, "status", "--porcelain", cwd=worktree):

@@ -34,6 +34,11 @@ def resolve_path(ctx: ToolContext, file_path: str, *, for_write: bool = False) -
     outside it is refused like the outside path itself.
     """
     root = os.path.realpath(ctx.worktree)
+    if not os.path.isdir(root):
+        raise ToolError(
+            f"Your worktree {root} is gone (deleted from outside). Stop and end your turn: a person has to "
+            "look; your committed work is safe on your branch."
+        )
     if "\0" in file_path:
         raise ToolError(f"Refusing path {file_path!r}: it contains a NUL byte. You work in {root}.")
     resolved = os.path.realpath(os.path.join(root, file_path))

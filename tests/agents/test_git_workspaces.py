@@ -197,7 +197,7 @@ def test_git_commands_never_run_code_the_agent_planted(spawn, repo, tmp_path):
     assert git("rev-list", "--parents", "-n1", "main", cwd=repo).count(" ") == 2  # a real merge commit
 
 
-def test_overlap_between_two_running_agents_is_an_event_on_both(workers, fake_anthropic, repo, settings):
+def test_overlap_between_two_running_agents_is_an_event_on_both(workers, fake_anthropic, repo, admin_client):
     from tests.fakes.anthropic_server import Turn, text, tool_use
 
     for name in ("First", "Second"):
@@ -215,9 +215,13 @@ def test_overlap_between_two_running_agents_is_an_event_on_both(workers, fake_an
     from tests.conftest import wait_for
 
     wait_for(lambda: set(Agent.objects.values_list("status", flat=True)) == {S.COMPLETED}, timeout=60)
+    from django.urls import reverse
+
     for agent in (a, b):
         event = AgentEvent.objects.get(agent=agent, kind="overlap")
         assert event.data["path"] == "shared.md" and event.data["agents"] == sorted([a.pk, b.pk])
+        page = admin_client.get(reverse("dashboard:agent", args=[agent.pk])).content.decode()
+        assert "Overlap: <code>shared.md</code> is written by agents" in page
 
 
 def test_sixteen_agents_commit_concurrently_then_archive_cleanly(workers, fake_anthropic, repo):
@@ -345,3 +349,69 @@ def test_the_agent_page_and_admin_show_the_branch_diff_and_commits(spawn, admin_
     assert "docs.md" in page and "+# Docs" in page and "write docs.md" in page
     admin = admin_client.get(reverse("admin:agents_agent_change", args=[agent.pk])).content.decode()
     assert "docs.md" in admin and "write docs.md" in admin
+
+
+def test_a_worktree_deleted_under_a_running_agent_fails_it_clearly_and_a_retry_restores_it(
+    workers, fake_anthropic, repo
+):
+    from agents.services import agent_retry
+    from tests.conftest import wait_for
+    from tests.fakes.anthropic_server import Turn, text, tool_use
+
+    fake_anthropic.script(
+        "Vanishing floor",
+        [
+            Turn([tool_use("Write", {"file_path": "before.txt", "content": "kept\n"})]),
+            Turn([tool_use("Bash", {"command": "git status --short >/dev/null; sleep 2"})]),
+            Turn([tool_use("Write", {"file_path": "after.txt", "content": "lost\n"})]),
+            Turn([text("Done.")]),
+            Turn([text("Done, again.")]),
+        ],
+    )
+    workers.start(1)
+    agent = agent_spawn(role="implementer", task="Vanishing floor", repo_path=str(repo))
+    wait_for(lambda: AgentEvent.objects.filter(agent=agent, kind="tool_started", data__name="Bash").exists())
+    subprocess.run(["rm", "-rf", agent.workspace.path], check=True)
+    wait_for(lambda: Agent.objects.get(pk=agent.pk).is_finished, timeout=30)
+    agent.refresh_from_db()
+    assert agent.status == S.FAILED and f"The worktree {agent.workspace.path} is gone" in agent.status_reason
+    assert subprocess.run(["git", "fsck", "--no-progress"], cwd=repo, capture_output=True).returncode == 0
+
+    agent_retry(agent=agent)
+    wait_for(lambda: Agent.objects.get(pk=agent.pk).status == S.COMPLETED, timeout=30)
+    assert Path(agent.workspace.path).is_dir()
+    assert AgentEvent.objects.filter(agent=agent, kind="worktree_restored").exists()
+    assert git("worktree", "list", "--porcelain", cwd=repo).count("worktree ") == 2
+
+
+def test_the_parent_merges_its_children_with_its_tools_and_settles_a_conflict(spawn, repo):
+    from agents.models import Merge
+
+    parent = spawn("Lead", role="git-agent")
+    good, clashing = spawn("Good part", parent=parent), spawn("Clashing part", parent=parent)
+    write_and_commit(good, "good.txt", "good\n")
+    write_and_commit(clashing, "README.md", "# The child's README\n")
+    for child in (good, clashing):
+        complete(child)
+    (Path(parent.workspace.path) / "README.md").write_text("# The parent's README, not committed yet\n")
+    tools = ToolBox.of(
+        git_tools(agent_id=parent.pk), ToolContext(worktree=Path(parent.workspace.path), agent_id=parent.pk)
+    )
+
+    merged = tools.execute("MergeChild", {"agent": good.pk})
+    assert not merged.is_error and "Merged agent" in merged.content, merged.content
+    assert (Path(parent.workspace.path) / "good.txt").read_text() == "good\n"
+    head = git("rev-parse", parent.workspace.branch, cwd=repo)
+
+    conflict = tools.execute("MergeChild", {"agent": clashing.pk})
+    assert (
+        conflict.is_error
+        and "conflicts in: README.md" in conflict.content
+        and "ResolveConflict" in conflict.content
+    )
+    assert git("rev-parse", parent.workspace.branch, cwd=repo) == head
+    merge = Merge.objects.get(agent=clashing)
+    assert tools.execute("AbandonMerge", {"merge": merge.pk}).content.endswith("nothing was changed.")
+    merge.refresh_from_db()
+    assert merge.status == MergeStatus.ABANDONED
+    assert tools.execute("MergeChild", {"agent": 999}).content == "Agent 999 is not one of your children."
