@@ -29,7 +29,7 @@ from django.db.models import F, Max, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents import workspaces
+from agents import hooks, workspaces
 from agents.errors import InvalidTransition, OrchestratorError
 from agents.events import MAX_OUTPUT, Kind, bounded, event_record, tool_activity
 from agents.lifecycle import restore_lost_worktree
@@ -468,7 +468,7 @@ class AgentRun:
             loop = self._build_loop()
             while True:
                 final_text = loop.run()
-                if not self._end_of_turn(final_text):
+                if not self._end_of_turn(final_text, loop):
                     break
         except Cancelled:
             log.info("agent %s: cancelled", self.agent.pk)
@@ -525,6 +525,7 @@ class AgentRun:
             tool_names=list(agent.role.tools),
             roles=list(Role.objects.order_by("name").values_list("name", flat=True)),
             should_stop=self.sink.should_stop,
+            extra=[tool for provide in hooks.EXTRA_TOOLS for tool in provide(agent)],
         )
         model = AnthropicModel(
             client=anthropic_client(),
@@ -549,9 +550,19 @@ class AgentRun:
             interrupted=conversation.interrupted,
         )
 
-    def _end_of_turn(self, final_text: str) -> bool:
-        """The model ended its turn. Returns True to go on (mail arrived meanwhile)."""
+    def _end_of_turn(self, final_text: str, loop: AgentLoop) -> bool:
+        """The model ended its turn. Returns True to go on (mail arrived meanwhile, or a hook
+        asks for more, such as a workflow step that has not submitted its result)."""
         self.sink.check_control()  # a worker that lost the agent must not commit into its worktree
+        for hook in hooks.END_OF_TURN:
+            verdict = hook(self.agent)
+            if verdict is not None and verdict.fail:
+                raise OrchestratorError(verdict.fail)
+            if verdict is not None and verdict.nudge:
+                content = [{"type": "text", "text": verdict.nudge}]
+                self.sink.record_user(content)
+                loop.continue_with(content)
+                return True
         self._commit_work()
         with transaction.atomic():
             # Children finishing lock this row too, so they see our decision or we see their mail.

@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.brokers import get_broker
 
-from agents import workspaces
+from agents import hooks, workspaces
 from agents.errors import ConfigurationError, InvalidTransition, OrchestratorError
 from agents.events import Kind, event_record, event_record_first
 from agents.models import (
@@ -105,6 +105,10 @@ def agent_transition(
             event_record(
                 agent_id, Kind.STATUS, {"from": previous, "to": to, "reason": reason}, by=by, activity=""
             )
+            if to in FINISHED_STATUSES:
+                transaction.on_commit(
+                    lambda: hooks.agent_finished.send(sender=Agent, agent_id=agent_id, status=to)
+                )
             return True
     if where is not None:
         return False
@@ -559,6 +563,8 @@ def agents_reap() -> ReapReport:
     for project_id in waiting_merges.values_list("project_id", flat=True).distinct():
         enqueue_merges(project_id=project_id)
         report.merges.append(project_id)
+    for sweep in hooks.REAPERS:
+        sweep()
     stale = Q(
         status=S.PENDING, updated_at__lt=now - timedelta(seconds=2 * settings.ORCHESTRATOR_LEASE_SECONDS)
     )

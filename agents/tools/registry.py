@@ -23,6 +23,7 @@ def toolbox_for(
     tool_names: list[str],
     roles: list[str],
     should_stop: Callable[[], bool],
+    extra: list[Tool] | None = None,
 ) -> ToolBox:
     available: dict[str, Tool] = {
         tool.name: tool
@@ -37,4 +38,5 @@ def toolbox_for(
     if unknown:
         log.warning("agent %s: role lists unknown tools %s; ignored", agent_id, unknown)
     tools = [available[name] for name in tool_names if name in available]
+    tools += [tool for tool in extra or [] if tool.name not in tool_names]  # given by other apps (workflows)
     return ToolBox.of(tools, ToolContext(worktree=worktree, agent_id=agent_id, should_stop=should_stop))
