@@ -526,6 +526,8 @@ class AgentRun:
             roles=list(Role.objects.order_by("name").values_list("name", flat=True)),
             should_stop=self.sink.should_stop,
             extra=[tool for provide in hooks.EXTRA_TOOLS for tool in provide(agent)],
+            sandbox_network=agent.project.sandbox_network,
+            sandbox_opt_out=agent.project.sandbox_opt_out,
         )
         model = AnthropicModel(
             client=anthropic_client(),

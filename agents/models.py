@@ -45,10 +45,26 @@ class Project(models.Model):
         blank=True,
         help_text="Name of the environment variable holding the forge's token (the token is never stored).",
     )
+    sandbox_network = models.BooleanField(
+        default=False, help_text="Let Bash commands reach the network (the sandbox has none by default)."
+    )
+    sandbox_opt_out = models.BooleanField(
+        default=False,
+        help_text="Run Bash without a sandbox when none can be set up on the host (unsafe: only for trusted work).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.name
+
+
+class PermissionMode(models.TextChoices):
+    """In the spirit of Claude Code's modes; project rules are checked first in every mode."""
+
+    ASK = "ask", "Ask (every change needs approval)"
+    ACCEPT_EDITS = "accept-edits", "Accept edits (file edits allowed, Bash asks)"
+    PLAN = "plan", "Plan (read-only tools only)"
+    AUTO = "auto", "Auto (rules decide, no asking)"
 
 
 class Role(models.Model):
@@ -66,6 +82,12 @@ class Role(models.Model):
         default=Decimal("0.25"),
         help_text="Share of its parent's remaining budget a child of this role gets by default.",
     )
+    permission_mode = models.CharField(
+        max_length=20,
+        choices=PermissionMode.choices,
+        default=PermissionMode.AUTO,
+        help_text="Default for its agents.",
+    )
     max_run_seconds = models.PositiveIntegerField(
         default=2 * 3600, help_text="Time an agent may spend running (waiting not counted)."
     )
@@ -79,6 +101,7 @@ class WaitingFor(models.TextChoices):
     CHILDREN = "children", "its children"
     API = "api", "the API (parked)"
     BUDGET = "budget", "budget"
+    APPROVAL = "approval", "approval of a tool call"
 
 
 class AgentStatus(models.TextChoices):
@@ -142,6 +165,9 @@ class Agent(TreeNode):
     # now, both written by the same UPDATE that numbers an event (see agents.events).
     last_event_seq = models.PositiveIntegerField(default=0, editable=False)
     activity = models.CharField(max_length=200, blank=True, editable=False)
+    permission_mode = models.CharField(
+        max_length=20, choices=PermissionMode.choices, default=PermissionMode.AUTO
+    )
     archived_at = models.DateTimeField(
         null=True, blank=True, help_text="Its worktree was removed (the branch stays)."
     )
@@ -343,3 +369,64 @@ class PullRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.head_branch} → {self.base_branch}: {self.title}"
+
+
+class RuleAction(models.TextChoices):
+    ALLOW = "allow", "Allow"
+    DENY = "deny", "Deny"
+    ASK = "ask", "Ask"
+
+
+class PermissionRule(models.Model):
+    """`Tool(pattern)` decides calls of a project's agents: `Bash(git status*)` allow, `Bash(rm -rf*)`
+    deny, `Write` ask. The pattern is a glob on the call's main input (Bash: the command; file
+    tools: the path; Glob/Grep: the pattern). Deny wins over ask, ask over allow."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rules")
+    action = models.CharField(max_length=10, choices=RuleAction.choices)
+    pattern = models.CharField(max_length=1000, help_text="Tool or Tool(glob), e.g. Bash(git status*).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "action", "pattern"], name="one_rule_per_pattern")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.pattern}"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+
+
+class ApprovalRequest(models.Model):
+    """A tool call waiting for a person. The agent waits without a worker; the decision (who,
+    when, what, with which input) is kept as the audit record."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="approvals")
+    tool_use_id = models.CharField(max_length=100)
+    tool = models.CharField(max_length=100)
+    input = models.JSONField(help_text="What the model asked for.")
+    approved_input = models.JSONField(null=True, blank=True, help_text="What runs, if a person edited it.")
+    reason = models.CharField(max_length=300, blank=True, help_text="Why it needs approval (mode or rule).")
+    status = models.CharField(max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True, help_text="A denial's reason (the model sees it).")
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "tool_use_id"], name="one_approval_per_call")]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.agent_id} {self.tool} ({self.status})"

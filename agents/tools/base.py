@@ -31,6 +31,9 @@ class ToolContext:
     agent_id: int | None = None
     # Polled by long-running tools (Bash) so a cancel or pause takes effect mid-command.
     should_stop: Callable[[], bool] = lambda: False
+    # The project's sandbox switches for Bash (see agents.sandbox).
+    sandbox_network: bool = False
+    sandbox_opt_out: bool = False
 
 
 @dataclass(frozen=True)

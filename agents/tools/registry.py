@@ -24,6 +24,8 @@ def toolbox_for(
     roles: list[str],
     should_stop: Callable[[], bool],
     extra: list[Tool] | None = None,
+    sandbox_network: bool = False,
+    sandbox_opt_out: bool = False,
 ) -> ToolBox:
     available: dict[str, Tool] = {
         tool.name: tool
@@ -39,4 +41,11 @@ def toolbox_for(
         log.warning("agent %s: role lists unknown tools %s; ignored", agent_id, unknown)
     tools = [available[name] for name in tool_names if name in available]
     tools += [tool for tool in extra or [] if tool.name not in tool_names]  # given by other apps (workflows)
-    return ToolBox.of(tools, ToolContext(worktree=worktree, agent_id=agent_id, should_stop=should_stop))
+    context = ToolContext(
+        worktree=worktree,
+        agent_id=agent_id,
+        should_stop=should_stop,
+        sandbox_network=sandbox_network,
+        sandbox_opt_out=sandbox_opt_out,
+    )
+    return ToolBox.of(tools, context)
