@@ -3,10 +3,22 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from agents.approvals import approval_decide
 from agents.errors import OrchestratorError
 from agents.lifecycle import agent_archive
 from agents.merges import merge_abandon, merge_request, merge_resolve
-from agents.models import Agent, Merge, Message, Project, PullRequest, Role, TranscriptEntry, Workspace
+from agents.models import (
+    Agent,
+    ApprovalRequest,
+    Merge,
+    Message,
+    PermissionRule,
+    Project,
+    PullRequest,
+    Role,
+    TranscriptEntry,
+    Workspace,
+)
 from agents.selectors import agent_changes
 from agents.services import agent_cancel, agent_retry
 from budgets import selectors as money
@@ -239,3 +251,42 @@ class MergeAdmin(admin.ModelAdmin):
 class PullRequestAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "head_branch", "base_branch", "title", "forge", "url", "created_at"]
     list_filter = ["forge", "project"]
+
+
+@admin.register(PermissionRule)
+class PermissionRuleAdmin(admin.ModelAdmin):
+    list_display = ["project", "action", "pattern", "created_by", "created_at"]
+    list_filter = ["action", "project"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.created_by = obj.created_by or request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(admin.ModelAdmin):
+    """The inbox in the admin (the dashboard's /approvals/ is the live one); decisions are audited."""
+
+    list_display = ["id", "agent", "tool", "status", "created_at", "escalated_at", "decided_by", "decided_at"]
+    list_filter = ["status", "tool"]
+    readonly_fields = [
+        "agent", "tool_use_id", "tool", "input", "approved_input", "reason", "status", "decided_by",
+        "decided_at", "decision_note", "escalated_at", "created_at",
+    ]  # fmt: skip
+    actions = ["approve", "deny"]
+
+    @admin.action(description="Approve the selected calls")
+    def approve(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        for approval in queryset:
+            try:
+                approval_decide(request=approval, approve=True, by=request.user)
+            except OrchestratorError as exc:
+                self.message_user(request, f"Approval {approval.pk}: {exc}", messages.ERROR)
+
+    @admin.action(description="Deny the selected calls")
+    def deny(self, request: HttpRequest, queryset: QuerySet[ApprovalRequest]) -> None:
+        for approval in queryset:
+            try:
+                approval_decide(request=approval, approve=False, by=request.user, note="Denied in the admin.")
+            except OrchestratorError as exc:
+                self.message_user(request, f"Approval {approval.pk}: {exc}", messages.ERROR)

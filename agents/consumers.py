@@ -248,3 +248,17 @@ class OverviewConsumer(LiveConsumer):
 
 def _flash(text: str) -> str:
     return render_to_string("agents/_flash.html", {"text": text, "error": True})
+
+
+class ApprovalsConsumer(OverviewConsumer):
+    """The team's approval inbox: re-rendered when a request is made, decided or escalated."""
+
+    async def agent_events(self, message: dict[str, Any]) -> None:
+        if any(e["kind"].startswith("approval_") for e in message["events"]):
+            await self.send(text_data=await database_sync_to_async(self._render_inbox)())
+
+    def _render_inbox(self) -> str:
+        from agents.views import inbox_context
+
+        context = {**inbox_context(self.user), "oob": True, "csrf_token": self.csrf_token()}
+        return render_to_string("agents/_inbox.html", context)

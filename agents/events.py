@@ -54,6 +54,9 @@ SUMMARY_KINDS = frozenset(
         Kind.BUDGET_WAIT,
         Kind.BUDGET_OVERRUN,
         Kind.BUDGET_CHANGED,
+        "approval_requested",
+        "approval_decided",
+        "approval_escalated",
     }
 )
 

@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents import hooks, workspaces
+from agents.approvals import approval_request
 from agents.errors import InvalidTransition, OrchestratorError
 from agents.events import MAX_OUTPUT, Kind, bounded, event_record, tool_activity
 from agents.lifecycle import restore_lost_worktree
@@ -37,17 +38,22 @@ from agents.merges import file_touched, merges_after_completion
 from agents.models import (
     Agent,
     AgentStatus,
+    ApprovalRequest,
+    ApprovalStatus,
     EntryKind,
     Message,
     MessageKind,
+    PermissionRule,
     Role,
     TranscriptEntry,
     WaitingFor,
     Workspace,
 )
+from agents.permissions import decide
 from agents.runtime.anthropic_model import AnthropicModel
 from agents.runtime.exceptions import (
     AgentStop,
+    AwaitingApproval,
     Cancelled,
     LeaseLost,
     ModelUnavailable,
@@ -56,7 +62,7 @@ from agents.runtime.exceptions import (
     Shutdown,
 )
 from agents.runtime.loop import AgentLoop, Limits
-from agents.runtime.protocols import ModelReply, Request
+from agents.runtime.protocols import Authorization, ModelReply, Request
 from agents.runtime.transcript import rebuild
 from agents.services import (
     agent_transition,
@@ -318,17 +324,55 @@ class AgentSink:
             json.dumps(reply.content, separators=(",", ":")).encode()
         )
 
-    def record_tool_call(self, tool_use: dict[str, Any]) -> None:
+    def authorize(self, tool_use: dict[str, Any]) -> Authorization:
+        """The project's rules and the agent's mode decide; a person decides what they ask for."""
+        name, tool_input = tool_use["name"], tool_use.get("input")
+        existing = ApprovalRequest.objects.filter(agent=self.agent, tool_use_id=tool_use["id"]).first()
+        if existing is None:
+            decision = decide(
+                mode=self.agent.permission_mode,
+                rules=PermissionRule.objects.filter(project_id=self.agent.project_id),
+                tool=name,
+                tool_input=tool_input,
+            )
+            if decision.action == "allow":
+                return Authorization(True, tool_input, {"action": "allow", "why": decision.why})
+            if decision.action == "deny":
+                return Authorization(
+                    False,
+                    tool_input,
+                    {"action": "deny", "why": decision.why},
+                    denial=f"Not allowed ({decision.why}). Do something else, or ask a person with SendMessage.",
+                )
+            self.fence()
+            approval_request(agent_id=self.agent.pk, tool_use=tool_use, reason=decision.why)
+            raise AwaitingApproval(
+                f"Waiting for approval of {tool_activity(name, tool_input)} ({decision.why})."
+            )
+        if existing.status == ApprovalStatus.PENDING:
+            raise AwaitingApproval(f"Waiting for approval of {tool_activity(name, tool_input)}.")
+        who = str(existing.decided_by) if existing.decided_by_id else "a person"
+        record = {"action": "allow" if existing.status == ApprovalStatus.APPROVED else "deny",
+                  "why": f"{existing.status} by {who}", "approval": existing.pk}  # fmt: skip
+        if existing.status == ApprovalStatus.APPROVED:
+            final_input = existing.approved_input if existing.approved_input is not None else tool_input
+            return Authorization(True, final_input, {**record, "edited": existing.approved_input is not None})
+        return Authorization(False, tool_input, record, denial=f"Denied by {who}: {existing.decision_note}")
+
+    def record_tool_call(self, tool_use: dict[str, Any], decision: dict[str, Any] | None = None) -> None:
         name, tool_input = tool_use["name"], tool_use.get("input")
         self.tool_names[tool_use["id"]] = name
         if isinstance(tool_input, dict) and isinstance(tool_input.get("file_path"), str):
             self.tool_paths[tool_use["id"]] = tool_input["file_path"]
         with transaction.atomic():
             self.fence()
-            self._append(EntryKind.TOOL_CALL, {"id": tool_use["id"], "name": name, "input": tool_input})
+            self._append(
+                EntryKind.TOOL_CALL,
+                {"id": tool_use["id"], "name": name, "input": tool_input, "decision": decision},
+            )
             self._event(
                 Kind.TOOL_STARTED,
-                {"id": tool_use["id"], "name": name, "input": tool_input},
+                {"id": tool_use["id"], "name": name, "input": tool_input, "decision": decision},
                 activity=tool_activity(name, tool_input),
             )
 
@@ -483,6 +527,8 @@ class AgentRun:
             self._park(str(exc))
         except OutOfBudget as exc:
             self._wait_for_budget(exc)
+        except AwaitingApproval as exc:
+            self._wait_for_approval(str(exc))
         except (AgentStop, OrchestratorError, workspaces.WorkspaceError) as exc:
             self._fail(str(exc))
         except Exception as exc:
@@ -620,6 +666,21 @@ class AgentRun:
                 transaction.on_commit(lambda: enqueue_agent_run(agent_id=self.agent.pk))
         except InvalidTransition:
             log.warning("agent %s: could not release it (%s); the reaper will", self.agent.pk, reason)
+
+    def _wait_for_approval(self, reason: str) -> None:
+        """Wait, holding no worker, until a person decides (they may have decided meanwhile)."""
+        with transaction.atomic():
+            Agent.objects.select_for_update().filter(pk=self.agent.pk).first()
+            if not ApprovalRequest.objects.filter(agent=self.agent, status=ApprovalStatus.PENDING).exists():
+                self._release("Approval decided while it was stopping; queued again.")
+                return
+            agent_transition(
+                agent_id=self.agent.pk,
+                to=S.WAITING,
+                reason=reason,
+                lease_token=self.token,
+                extra={"waiting_for": WaitingFor.APPROVAL, "attempts": 0},
+            )
 
     def _wait_for_budget(self, exc: OutOfBudget) -> None:
         """Wait, holding no worker, until a person or the parent raises the budget."""

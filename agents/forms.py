@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import QuerySet
 
-from agents.models import Project, Role
+from agents.models import PermissionMode, Project, Role
 
 
 class SpawnForm(forms.Form):
@@ -22,6 +22,9 @@ class SpawnForm(forms.Form):
     model = forms.CharField(required=False, help_text="Blank: the role's default model.")
     budget_usd = forms.DecimalField(label="Budget (USD)", required=False, min_value=0, decimal_places=6)
     budget_tokens = forms.IntegerField(label="Budget (tokens)", required=False, min_value=0)
+    permission_mode = forms.ChoiceField(
+        choices=[("", "The role's default"), *PermissionMode.choices], required=False
+    )
     parent = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, projects: QuerySet[Project], **kwargs) -> None:

@@ -398,6 +398,16 @@ class PermissionRule(models.Model):
     def __str__(self) -> str:
         return f"{self.action} {self.pattern}"
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from agents.permissions import pattern_check
+
+        try:
+            pattern_check(self.pattern)
+        except ValueError as exc:
+            raise ValidationError({"pattern": str(exc)}) from None
+
 
 class ApprovalStatus(models.TextChoices):
     PENDING = "pending", "Pending"

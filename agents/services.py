@@ -31,11 +31,13 @@ from agents.models import (
     MergeStatus,
     Message,
     MessageKind,
+    PermissionMode,
     Project,
     Role,
     WaitingFor,
     Workspace,
 )
+from agents.permissions import stricter
 from agents.tasks import enqueue_agent_run
 from budgets.models import Budget
 from budgets.pricing import PricingError, price_for_model
@@ -163,6 +165,7 @@ class SpawnRequest:
     budget_usd: Decimal | None = None
     budget_tokens: int | None = None
     start_point: str | None = None  # a branch to start from instead of the parent's or the base
+    permission_mode: str = ""  # blank: the role's (a child never gets looser than its parent)
 
 
 def spawn_request_validate(
@@ -238,6 +241,7 @@ def agent_spawn(
     spawned_by: AbstractBaseUser | None = None,
     commit_parent_work: bool = False,
     start_point: str | None = None,
+    permission_mode: str | None = None,
 ) -> Agent:
     """Create an agent with its worktree and queue its first run once the transaction commits.
 
@@ -256,8 +260,11 @@ def agent_spawn(
         budget_tokens=budget_tokens,
         cap_budget_to_parent=commit_parent_work,
     )
-    if start_point:
-        request = replace(request, start_point=start_point)
+    if permission_mode and permission_mode not in PermissionMode.values:
+        raise OrchestratorError(
+            f"Unknown permission mode {permission_mode!r}. Modes: {', '.join(PermissionMode.values)}."
+        )
+    request = replace(request, start_point=start_point, permission_mode=permission_mode or "")
     return _create_agents([request], spawned_by=spawned_by, commit_parent_work=commit_parent_work)[0]
 
 
@@ -312,6 +319,7 @@ def _create_agents(
                     model=request.model,
                     spawned_by=spawned_by,
                     last_event_seq=1,
+                    permission_mode=_permission_mode(request),
                 )
                 reason = f"Spawned by agent {request.parent.pk}." if request.parent else "Spawned."
                 event_record_first(agent, {"from": None, "to": S.PENDING, "reason": reason}, by=spawned_by)
@@ -341,6 +349,13 @@ def _create_agents(
             workspaces.remove_worktree_quietly(path)
         raise OrchestratorError(str(exc)) from None
     return created
+
+
+def _permission_mode(request: SpawnRequest) -> str:
+    mode = request.permission_mode or request.role.permission_mode
+    if request.parent is not None:
+        mode = stricter(mode, request.parent.permission_mode)
+    return mode
 
 
 def _workspace_create(agent: Agent, *, commit_parent_work: bool, start_point: str | None = None) -> Workspace:
@@ -424,8 +439,12 @@ def agent_wake_if_ready(*, agent_id: int) -> bool:
     # Lock the row whatever its status: a parent deciding to wait holds this lock, and we must
     # see its decision (PostgreSQL would skip a row whose old version doesn't match a filter).
     agent = Agent.objects.select_for_update().filter(pk=agent_id).first()
-    if agent is None or agent.status != S.WAITING or agent.waiting_for == WaitingFor.BUDGET:
-        return False  # an agent out of budget wakes when its budget is raised
+    if (
+        agent is None
+        or agent.status != S.WAITING
+        or agent.waiting_for in (WaitingFor.BUDGET, WaitingFor.APPROVAL)
+    ):
+        return False  # it wakes when its budget is raised, or when a person decides
     unfinished = Agent.objects.filter(parent_id=agent_id).exclude(status__in=FINISHED_STATUSES).exists()
     direct = Message.objects.filter(
         recipient_id=agent_id, delivered_at__isnull=True, kind=MessageKind.MESSAGE
@@ -563,6 +582,9 @@ def agents_reap() -> ReapReport:
     for project_id in waiting_merges.values_list("project_id", flat=True).distinct():
         enqueue_merges(project_id=project_id)
         report.merges.append(project_id)
+    from agents.approvals import approvals_escalate
+
+    approvals_escalate()
     for sweep in hooks.REAPERS:
         sweep()
     stale = Q(

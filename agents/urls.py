@@ -12,5 +12,7 @@ urlpatterns = [
     path("agents/<int:agent_id>/message/", views.agent_message, name="agent_message"),
     path("agents/<int:agent_id>/budget/", views.agent_budget, name="agent_budget"),
     path("merges/<int:merge_id>/<slug:action>/", views.merge_action, name="merge_action"),
+    path("approvals/", views.approvals_inbox, name="approvals"),
+    path("approvals/<int:approval_id>/<slug:action>/", views.approval_action, name="approval_action"),
     path("projects/<int:project_id>/", views.project_detail, name="project"),
 ]

@@ -4,6 +4,7 @@ same ones the admin and the CLI call). Pages work without JavaScript; htmx and t
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -19,11 +20,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from agents import selectors
+from agents.approvals import approval_decide, approval_make_rule, approvals_approve_similar
 from agents.errors import OrchestratorError
 from agents.forms import BudgetForm, MessageForm, SpawnForm
 from agents.lifecycle import agent_archive
 from agents.merges import merge_abandon, merge_request, merge_resolve, merges_for
-from agents.models import Agent, AgentStatus, Merge
+from agents.models import Agent, AgentStatus, ApprovalRequest, ApprovalStatus, Merge
 from agents.services import agent_cancel, agent_pause, agent_resume, agent_retry, agent_spawn, message_send
 from budgets import charts
 from budgets import selectors as money
@@ -90,6 +92,7 @@ def agent_new(request: HttpRequest) -> HttpResponse:
                 budget_usd=data["budget_usd"],
                 budget_tokens=data["budget_tokens"],
                 spawned_by=request.user,
+                permission_mode=data["permission_mode"] or None,
             )
         except OrchestratorError as exc:
             form.add_error(None, str(exc))
@@ -269,3 +272,69 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value) if value else None
     except ValueError:
         return None
+
+
+# --- approvals inbox ------------------------------------------------------------------------
+
+
+@login_required
+def approvals_inbox(request: HttpRequest) -> HttpResponse:
+    return render(request, "agents/approvals.html", inbox_context(request.user))
+
+
+def inbox_context(user) -> dict:
+    visible = projects_visible_to(user)
+    requests = ApprovalRequest.objects.filter(agent__project__in=visible).select_related(
+        "agent__role", "agent__project__team", "decided_by"
+    )
+    return {
+        "pending": requests.filter(status=ApprovalStatus.PENDING).order_by("created_at"),
+        "decided": requests.exclude(status=ApprovalStatus.PENDING).order_by("-decided_at")[:30],
+        "acting": set(projects_acting(user).values_list("pk", flat=True)),
+    }
+
+
+APPROVAL_DONE = {
+    "approve": "Approved; the agent carries on.",
+    "deny": "Denied; the agent hears why.",
+    "edit": "Approved with your input.",
+    "similar": "Approved, with every pending call like it.",
+    "rule": "Rule added and this call approved.",
+}
+
+
+@login_required
+@require_POST
+def approval_action(request: HttpRequest, approval_id: int, action: str) -> HttpResponse:
+    approval = (
+        ApprovalRequest.objects.filter(pk=approval_id, agent__project__in=projects_visible_to(request.user))
+        .select_related("agent__project")
+        .first()
+    )
+    if approval is None or action not in APPROVAL_DONE:
+        raise Http404("No such approval.")
+    if not can_act(request.user, approval.agent.project_id):
+        raise PermissionDenied("You may look at this approval but not decide it.")
+    user = request.user
+    try:
+        if action == "approve":
+            approval_decide(request=approval, approve=True, by=user)
+        elif action == "deny":
+            approval_decide(request=approval, approve=False, by=user, note=request.POST.get("note", ""))
+        elif action == "edit":
+            try:
+                edited = json.loads(request.POST.get("input", ""))
+            except ValueError as exc:
+                raise OrchestratorError(f"The edited input is not valid JSON: {exc}") from None
+            approval_decide(request=approval, approve=True, by=user, edited_input=edited)
+        elif action == "similar":
+            approvals_approve_similar(request=approval, by=user)
+        else:
+            approval_make_rule(request=approval, by=user)
+    except OrchestratorError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, APPROVAL_DONE[action])
+    if request.htmx:
+        return render(request, "agents/_inbox.html", {**inbox_context(user), "oob": True})
+    return redirect("dashboard:approvals")

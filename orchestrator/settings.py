@@ -179,6 +179,8 @@ ORCHESTRATOR_REAP_SECONDS = env.float("ORCHESTRATOR_REAP_SECONDS", default=5)
 # (waiting, no worker held) and retried after ORCHESTRATOR_PARK_SECONDS, doubling up to 10 minutes.
 ORCHESTRATOR_API_RETRY_SECONDS = env.float("ORCHESTRATOR_API_RETRY_SECONDS", default=120)
 ORCHESTRATOR_PARK_SECONDS = env.float("ORCHESTRATOR_PARK_SECONDS", default=30)
+# A tool call waiting for a person longer than this is escalated (a badge and an event).
+ORCHESTRATOR_APPROVAL_ESCALATE_SECONDS = env.float("ORCHESTRATOR_APPROVAL_ESCALATE_SECONDS", default=600)
 
 # --- Auth, static, i18n ---------------------------------------------------------------------
 LOGIN_URL = "login"

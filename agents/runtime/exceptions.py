@@ -44,3 +44,7 @@ class OutOfBudget(AgentStop):
         super().__init__(message)
         self.usd = usd
         self.tokens = tokens
+
+
+class AwaitingApproval(AgentStop):
+    """A tool call needs a person's decision: the agent waits (no worker held) until it is made."""

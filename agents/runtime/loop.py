@@ -115,8 +115,12 @@ class AgentLoop:
                 result = ToolResult(content=INTERRUPTED, is_error=True)
             else:
                 self.sink.check_control()
-                self.sink.record_tool_call(call)
-                result = self.tools.execute(call["name"], call.get("input"))
+                verdict = self.sink.authorize(call)  # may raise AwaitingApproval: we wait, holding nothing
+                self.sink.record_tool_call({**call, "input": verdict.input}, verdict.decision)
+                if verdict.allowed:
+                    result = self.tools.execute(call["name"], verdict.input)
+                else:
+                    result = ToolResult(content=verdict.denial, is_error=True)
             self.sink.record_tool_result(call["id"], result)
             results.append(_tool_result_block(call["id"], result))
         self._append_user(results)

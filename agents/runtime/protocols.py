@@ -45,6 +45,16 @@ class Model(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Authorization:
+    """The permission decision for one tool call; stored with the call."""
+
+    allowed: bool
+    input: Any  # what runs (a person may have edited it)
+    decision: dict[str, Any]  # {"action": allow|deny, "why": "rule Bash(git *)" | "mode auto" | ..., ...}
+    denial: str = ""  # what the model is told when it is not allowed
+
+
 class Sink(Protocol):
     """Where a run's steps go (stored before the loop acts on them) and where control comes from."""
 
@@ -62,7 +72,11 @@ class Sink(Protocol):
 
     def record_reply(self, reply: ModelReply) -> None: ...
 
-    def record_tool_call(self, tool_use: dict[str, Any]) -> None: ...
+    def authorize(self, tool_use: dict[str, Any]) -> Authorization:
+        """May this call run, and with which input? Raises AwaitingApproval while a person decides."""
+        ...
+
+    def record_tool_call(self, tool_use: dict[str, Any], decision: dict[str, Any] | None = None) -> None: ...
 
     def record_tool_result(self, tool_use_id: str, result: ToolResult) -> None: ...
 

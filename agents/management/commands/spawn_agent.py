@@ -20,6 +20,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--budget-usd", help="Dollar limit (for a child: carved out of its parent's).")
         parser.add_argument("--budget-tokens", help="Token limit.")
+        parser.add_argument(
+            "--permission-mode",
+            choices=["ask", "accept-edits", "plan", "auto"],
+            help="Default: the role's. ask: every change needs approval; accept-edits: edits allowed, Bash "
+            "asks; plan: read-only tools; auto: the project's rules decide.",
+        )
         parser.add_argument("--wait", action="store_true", help="Wait for the agent and its descendants.")
         parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds.")
 
@@ -33,6 +39,7 @@ class Command(BaseCommand):
                 model=options["model"],
                 budget_usd=options["budget_usd"],
                 budget_tokens=options["budget_tokens"],
+                permission_mode=options["permission_mode"],
             )
         )
         self.stdout.write(str(agent.pk))
