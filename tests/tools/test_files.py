@@ -1,9 +1,13 @@
+import ctypes
 import os
+import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from agents.tools import files
 from agents.tools.base import ToolBox, ToolContext, ToolError
 from agents.tools.files import FILE_TOOLS, resolve_path
 from agents.tools.shell import BASH_TOOL
@@ -231,6 +235,195 @@ def test_writes_inside_git_are_refused_but_reads_are_not(box, worktree):
     assert "inside .git" in error(box, "Write", file_path=".git", content="gitdir: /tmp/evil")
     assert "inside .git" in error(box, "Edit", file_path=".git/HEAD", old_string="ref", new_string="x")
     assert "ref: refs/heads/" in ok(box, "Read", file_path=".git/HEAD")
+
+
+def test_symlinks_inside_the_worktree_are_read_through_but_never_written_through(box, worktree):
+    (worktree / "real").mkdir()
+    (worktree / "real" / "a.txt").write_text("hello\n")
+    (worktree / "link.txt").symlink_to("real/a.txt")
+    (worktree / "linkdir").symlink_to("real")
+    assert ok(box, "Read", file_path="link.txt") == "     1\thello"
+    assert ok(box, "Read", file_path="linkdir/a.txt") == "     1\thello"
+
+    assert "never write through symlinks" in error(box, "Write", file_path="link.txt", content="x")
+    assert "never write through symlinks" in error(
+        box, "Edit", file_path="link.txt", old_string="hello", new_string="x"
+    )
+    assert (worktree / "real" / "a.txt").read_text() == "hello\n"
+    assert (worktree / "link.txt").is_symlink()
+    ok(box, "Write", file_path="linkdir/b.txt", content="through a directory link")
+    assert (worktree / "real" / "b.txt").read_text() == "through a directory link"
+
+
+def test_writes_inside_git_are_refused_however_the_path_reaches_it(box, worktree):
+    (worktree / "sub").mkdir()
+    (worktree / "hooks").symlink_to(".git/hooks")
+    for path in ["sub/../.git/config", ".git/./config", "hooks/pre-commit", ".GIT/config"]:
+        assert "inside .git" in error(box, "Write", file_path=path, content="pwned\n")
+    assert not (worktree / ".git" / "hooks" / "pre-commit").exists()
+    assert "pwned" not in (worktree / ".git" / "config").read_text()
+
+
+def test_writes_to_a_git_file_of_a_linked_worktree_are_refused(box, worktree):
+    shutil.rmtree(worktree / ".git")
+    (worktree / ".git").write_text("gitdir: /repo/.git/worktrees/agent-1\n")
+    assert "inside .git" in error(box, "Write", file_path=".git", content="gitdir: /tmp/evil\n")
+    assert "inside .git" in error(box, "Write", file_path="./sub/../.git", content="gitdir: /tmp/evil\n")
+    assert "inside .git" in error(box, "Edit", file_path=".git", old_string="/repo", new_string="/tmp")
+    assert (worktree / ".git").read_text() == "gitdir: /repo/.git/worktrees/agent-1\n"
+
+
+def test_a_parent_that_is_a_file_and_a_fifo_are_refused_without_hanging(box, worktree):
+    (worktree / "a.txt").write_text("a")
+    assert "a.txt is a file, not a directory" in error(box, "Write", file_path="a.txt/b.txt", content="x")
+    assert "a.txt is a file, not a directory" in error(box, "Read", file_path="a.txt/b.txt")
+    os.mkfifo(worktree / "pipe")
+    assert "not a regular file" in error(box, "Read", file_path="pipe")
+    assert "not a regular file" in error(box, "Write", file_path="pipe", content="x")
+    assert "not a regular file" in error(box, "Grep", pattern="x", path="pipe")
+
+
+def test_glob_and_grep_do_not_descend_into_a_symlinked_directory_that_leaves(box, worktree, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.py").write_text("top secret\n")
+    (worktree / "linkdir").symlink_to(elsewhere)
+    (worktree / "mine.py").write_text("mine\n")
+    assert ok(box, "Glob", pattern="**/*") == "mine.py"
+    assert ok(box, "Grep", pattern="secret") == "No matches found"
+
+
+# Symlinks swapped in after the check (TOCTOU)
+
+
+@pytest.fixture
+def outside_dir(tmp_path: Path) -> Path:
+    """A directory beside the worktree, and `sub` in the worktree with the same file name in it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_text("top secret\n")
+    return outside
+
+
+@pytest.fixture
+def sub(worktree: Path) -> Path:
+    sub = worktree / "sub"
+    sub.mkdir()
+    (sub / "f.txt").write_text("inside\n")
+    return sub
+
+
+def swap_after_check(monkeypatch, swap) -> None:
+    """Run `swap` right after resolve_path accepted a path, before the tool opens it."""
+    check = files.resolve_path
+
+    def check_then_swap(*args, **kwargs):
+        checked = check(*args, **kwargs)
+        swap()
+        return checked
+
+    monkeypatch.setattr(files, "resolve_path", check_then_swap)
+
+
+def assert_untouched(outside: Path) -> None:
+    assert sorted(os.listdir(outside)) == ["f.txt"]
+    assert (outside / "f.txt").read_text() == "top secret\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "tool_input"),
+    [
+        ("Read", {"file_path": "sub/f.txt"}),
+        ("Write", {"file_path": "sub/f.txt", "content": "pwned"}),
+        ("Write", {"file_path": "sub/new.txt", "content": "pwned"}),
+        ("Write", {"file_path": "sub/deeper/new.txt", "content": "pwned"}),
+        ("Edit", {"file_path": "sub/f.txt", "old_string": "top", "new_string": "pwned"}),
+        ("Grep", {"pattern": "secret", "path": "sub"}),
+        ("Glob", {"pattern": "*", "path": "sub"}),
+    ],
+)
+def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(
+    box, worktree, sub, outside_dir, monkeypatch, name, tool_input
+):
+    def swap():
+        sub.rename(worktree / "sub.moved")
+        sub.symlink_to(outside_dir)
+
+    swap_after_check(monkeypatch, swap)
+    message = error(box, name, **tool_input)
+    assert "changed while being opened (a symlink appeared at sub)" in message
+    assert "top secret" not in message
+    assert_untouched(outside_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "tool_input"),
+    [
+        ("Read", {"file_path": "f.txt"}),
+        ("Write", {"file_path": "f.txt", "content": "pwned"}),
+        ("Write", {"file_path": "new.txt", "content": "pwned"}),
+        ("Edit", {"file_path": "f.txt", "old_string": "top", "new_string": "pwned"}),
+        ("Grep", {"pattern": "secret", "path": "f.txt"}),
+    ],
+)
+def test_a_file_swapped_for_a_symlink_after_the_check_is_not_followed(
+    box, worktree, outside_dir, monkeypatch, name, tool_input
+):
+    (worktree / "f.txt").write_text("inside\n")
+
+    def swap():
+        target = worktree / tool_input.get("file_path", tool_input.get("path"))
+        target.unlink(missing_ok=True)
+        target.symlink_to(outside_dir / target.name)
+
+    swap_after_check(monkeypatch, swap)
+    message = error(box, name, **tool_input)
+    assert "changed while being opened (a symlink appeared at" in message
+    assert "top secret" not in message
+    assert_untouched(outside_dir)
+
+
+def exchange(first: Path, second: Path) -> None:
+    """Swap two directory entries atomically (Linux renameat2 RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def test_racing_symlink_swaps_never_let_a_tool_read_or_write_outside(box, worktree, sub, outside_dir):
+    parked = worktree / "parked"
+    parked.symlink_to(outside_dir)
+    try:
+        exchange(sub, parked)
+        exchange(sub, parked)
+    except (AttributeError, OSError) as exc:
+        pytest.skip(f"renameat2(RENAME_EXCHANGE) is not available here: {exc}")
+    done = threading.Event()
+    swaps = 0
+
+    def keep_swapping():
+        nonlocal swaps
+        while not done.is_set():
+            exchange(sub, parked)
+            swaps += 1
+
+    swapper = threading.Thread(target=keep_swapping)
+    swapper.start()
+    outcomes = set()
+    try:
+        for _ in range(500):
+            written = box.execute("Write", {"file_path": "sub/new.txt", "content": "pwned"})
+            read = box.execute("Read", {"file_path": "sub/f.txt"})
+            found = box.execute("Grep", {"pattern": "secret"})
+            assert "top secret" not in read.content and "top secret" not in found.content
+            outcomes.update({written.is_error, read.is_error})
+    finally:
+        done.set()
+        swapper.join()
+    assert_untouched(outside_dir)
+    assert swaps > 0 and outcomes == {True, False}
 
 
 # Schema validation through the toolbox
