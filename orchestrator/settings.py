@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "agents",
     "budgets",
     "workflows",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -181,6 +182,9 @@ ORCHESTRATOR_API_RETRY_SECONDS = env.float("ORCHESTRATOR_API_RETRY_SECONDS", def
 ORCHESTRATOR_PARK_SECONDS = env.float("ORCHESTRATOR_PARK_SECONDS", default=30)
 # A tool call waiting for a person longer than this is escalated (a badge and an event).
 ORCHESTRATOR_APPROVAL_ESCALATE_SECONDS = env.float("ORCHESTRATOR_APPROVAL_ESCALATE_SECONDS", default=600)
+# Spawns a minute through the API (agents and workflows), per user and per team.
+ORCHESTRATOR_SPAWN_RATE_USER = env.int("ORCHESTRATOR_SPAWN_RATE_USER", default=60)
+ORCHESTRATOR_SPAWN_RATE_TEAM = env.int("ORCHESTRATOR_SPAWN_RATE_TEAM", default=300)
 
 # --- Auth, static, i18n ---------------------------------------------------------------------
 LOGIN_URL = "login"

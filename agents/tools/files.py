@@ -74,7 +74,7 @@ def resolve_path(ctx: ToolContext, file_path: str, *, for_write: bool = False) -
     if "\0" in file_path:
         raise ToolError(f"Refusing path {file_path!r}: it contains a NUL byte. You work in {root}.")
     joined = os.path.join(root, file_path)
-    resolved = os.path.realpath(joined)
+    resolved = _realpath(joined, file_path)
     if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
         raise ToolError(
             f"Refusing path {file_path!r}: it resolves (following symlinks and '..') to {resolved}, "
@@ -83,19 +83,30 @@ def resolve_path(ctx: ToolContext, file_path: str, *, for_write: bool = False) -
     if os.path.islink(resolved):  # realpath leaves a link it cannot resolve in place
         raise ToolError(f"Refusing path {file_path!r}: it is a symlink that loops. You work in {root}.")
     path = WorktreePath(root, Path(resolved).relative_to(root).parts)
-    if for_write and any(part.lower() == ".git" for part in path.parts):
+    if not for_write:
+        return path
+    if any(part.lower() == ".git" for part in path.parts):  # any case: git refuses .GIT paths too
         raise ToolError(
             f"Refusing to write {file_path!r}: it is inside .git, and agents may not change git "
             f"internals. You work in {root}; use git commands through Bash to commit or branch."
         )
-    if for_write:
-        parent, name = os.path.split(joined.rstrip(os.sep))
-        if os.path.islink(os.path.join(os.path.realpath(parent), name)):
-            raise ToolError(
-                f"Refusing to write {file_path!r}: it is a symlink (to {path.rel}), and Write and Edit "
-                f"never write through symlinks. Write {path.rel} itself if that is the file you mean."
-            )
+    parent, name = os.path.split(joined.rstrip(os.sep))
+    if os.path.islink(os.path.join(_realpath(parent, file_path), name)):
+        raise ToolError(
+            f"Refusing to write {file_path!r}: it is a symlink (to {path.rel}), and Write and Edit "
+            f"never write through symlinks. Write {path.rel} itself if that is the file you mean."
+        )
     return path
+
+
+def _realpath(path: str, file_path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except OSError as exc:  # a symlink replaced by a directory between realpath's lstat and readlink
+        raise ToolError(
+            f"Refusing path {file_path!r}: it changed while being checked ({exc.strerror}). Try again, "
+            "and do not swap directories for symlinks while a tool uses them."
+        ) from None
 
 
 def _open(path: WorktreePath, flags: int, *, make_parents: bool = False) -> int:
@@ -130,8 +141,6 @@ def _open_name(path: WorktreePath, directory: int, depth: int, flags: int, *, ma
         with contextlib.suppress(FileExistsError):  # made meanwhile by someone else: open theirs
             os.mkdir(name, dir_fd=directory)
         return _open_name(path, directory, depth, flags)
-    except IsADirectoryError:
-        raise ToolError(f"{shown} is a directory, not a file. Use Glob or Bash `ls` to list it.") from None
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO without a reader or a socket, opened for writing
             raise ToolError(f"{shown} is not a regular file (a device, socket or FIFO).") from None
@@ -150,9 +159,13 @@ def _open_name(path: WorktreePath, directory: int, depth: int, flags: int, *, ma
 
 def _require_regular(path: WorktreePath, info: os.stat_result) -> None:
     if stat.S_ISDIR(info.st_mode):
-        raise ToolError(f"{path.rel} is a directory, not a file. Use Glob or Bash `ls` to list it.")
+        raise _is_a_directory(path)
     if not stat.S_ISREG(info.st_mode):
         raise ToolError(f"{path.rel} is not a regular file (a device, socket or FIFO).")
+
+
+def _is_a_directory(path: WorktreePath) -> ToolError:
+    return ToolError(f"{path.rel} is a directory, not a file. Use Glob or Bash `ls` to list it.")
 
 
 def _open_file(
@@ -163,6 +176,8 @@ def _open_file(
         fd = _open(path, flags, make_parents=make_parents)
     except FileNotFoundError:
         raise ToolError(f"File does not exist: {path.rel}.{hint}") from None
+    except IsADirectoryError:  # opened for writing
+        raise _is_a_directory(path) from None
     info = os.fstat(fd)
     try:
         _require_regular(path, info)

@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -273,10 +274,16 @@ def test_writes_to_a_git_file_of_a_linked_worktree_are_refused(box, worktree):
     assert (worktree / ".git").read_text() == "gitdir: /repo/.git/worktrees/agent-1\n"
 
 
-def test_a_parent_that_is_a_file_and_a_fifo_are_refused_without_hanging(box, worktree):
+def test_directories_file_parents_and_fifos_get_clear_errors_without_hanging(box, worktree):
     (worktree / "a.txt").write_text("a")
+    (worktree / "src").mkdir()
     assert "a.txt is a file, not a directory" in error(box, "Write", file_path="a.txt/b.txt", content="x")
     assert "a.txt is a file, not a directory" in error(box, "Read", file_path="a.txt/b.txt")
+    assert "src is a directory, not a file" in error(box, "Write", file_path="src", content="x")
+    assert ". is a directory, not a file" in error(box, "Write", file_path=".", content="x")
+    assert "src is a directory, not a file" in error(
+        box, "Edit", file_path="src", old_string="a", new_string="b"
+    )
     os.mkfifo(worktree / "pipe")
     assert "not a regular file" in error(box, "Read", file_path="pipe")
     assert "not a regular file" in error(box, "Write", file_path="pipe", content="x")
@@ -408,6 +415,7 @@ def test_racing_symlink_swaps_never_let_a_tool_read_or_write_outside(box, worktr
         while not done.is_set():
             exchange(sub, parked)
             swaps += 1
+            time.sleep(0)  # let the tools run between swaps, so checks and opens straddle them
 
     swapper = threading.Thread(target=keep_swapping)
     swapper.start()
@@ -418,6 +426,7 @@ def test_racing_symlink_swaps_never_let_a_tool_read_or_write_outside(box, worktr
             read = box.execute("Read", {"file_path": "sub/f.txt"})
             found = box.execute("Grep", {"pattern": "secret"})
             assert "top secret" not in read.content and "top secret" not in found.content
+            assert not any("failed unexpectedly" in result.content for result in (written, read, found))
             outcomes.update({written.is_error, read.is_error})
     finally:
         done.set()
