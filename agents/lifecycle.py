@@ -67,8 +67,12 @@ def restore_lost_worktree(agent: Agent) -> bool:
 
 def _restore(workspace: Workspace) -> None:
     repo = Path(workspace.agent.project.repo_path)
+    first = not workspace.git_dir  # a lazily created workspace's first checkout
     git_dir = workspaces.restore_worktree(repo=repo, path=Path(workspace.path), branch=workspace.branch)
     Workspace.objects.filter(pk=workspace.pk).update(git_dir=str(git_dir))
+    workspace.git_dir = str(git_dir)
+    if first:
+        return
     event_record(
         workspace.agent_id,
         "worktree_restored",
@@ -131,8 +135,8 @@ def _repair_project(project: Project, repo: Path, report: RepairReport) -> None:
     # Records without a directory: an agent that may still work (or be retried) gets its branch
     # checked out again; a completed one is recorded as archived.
     for path, workspace in records.items():
-        if path.is_dir():
-            continue
+        if path.is_dir() or not workspace.git_dir:
+            continue  # present, or not checked out yet (a batch entry's worktree comes with its first run)
         agent = workspace.agent
         if agent.status == AgentStatus.COMPLETED:
             workspaces.remove_worktree(repo=repo, path=path)

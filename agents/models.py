@@ -168,6 +168,11 @@ class Agent(TreeNode):
     permission_mode = models.CharField(
         max_length=20, choices=PermissionMode.choices, default=PermissionMode.AUTO
     )
+    spawn_key = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="A batch entry's key: spawning the same key again creates nothing.",
+    )
     archived_at = models.DateTimeField(
         null=True, blank=True, help_text="Its worktree was removed (the branch stays)."
     )
@@ -182,6 +187,11 @@ class Agent(TreeNode):
             models.CheckConstraint(
                 condition=~models.Q(status="running") | models.Q(lease_token__isnull=False),
                 name="running_agent_has_lease",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "spawn_key"],
+                condition=~models.Q(spawn_key=""),
+                name="one_agent_per_spawn_key",
             ),
         ]
 

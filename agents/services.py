@@ -6,7 +6,7 @@ admin and the delegation tools call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -166,6 +166,7 @@ class SpawnRequest:
     budget_tokens: int | None = None
     start_point: str | None = None  # a branch to start from instead of the parent's or the base
     permission_mode: str = ""  # blank: the role's (a child never gets looser than its parent)
+    spawn_key: str = ""
 
 
 def spawn_request_validate(
@@ -178,6 +179,7 @@ def spawn_request_validate(
     budget_usd: Any = None,
     budget_tokens: Any = None,
     cap_budget_to_parent: bool = False,
+    project: Project | None = None,
 ) -> SpawnRequest:
     """Check everything a spawn needs without creating anything.
 
@@ -202,6 +204,8 @@ def spawn_request_validate(
         project = parent.project
         if repo_path and Path(repo_path).expanduser().resolve() != Path(project.repo_path):
             raise OrchestratorError(f"A child works on its parent's repository ({project.repo_path}).")
+    elif project is not None:
+        pass  # already resolved by the caller (a batch inspects each repository once)
     elif repo_path:
         project = project_for_repo(repo_path=repo_path)
     else:
@@ -268,49 +272,108 @@ def agent_spawn(
     return _create_agents([request], spawned_by=spawned_by, commit_parent_work=commit_parent_work)[0]
 
 
+BATCH_FIELDS = {
+    "role",
+    "task",
+    "repo",
+    "parent",
+    "model",
+    "budget_usd",
+    "budget_tokens",
+    "permission_mode",
+    "key",
+}
+
+
+@dataclass
+class BatchResult:
+    created: list[Agent]
+    skipped: list[str]  # keys already spawned by an earlier run
+
+
 def agents_spawn_batch(
-    *, entries: Iterable[Mapping[str, Any]], spawned_by: AbstractBaseUser | None = None
-) -> list[Agent]:
-    """Spawn many agents: every entry is validated before any is created; all or nothing."""
+    *,
+    entries: Iterable[Mapping[str, Any]],
+    spawned_by: AbstractBaseUser | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BatchResult:
+    """Spawn many agents: every entry is validated before any is created; all or nothing.
+
+    An entry's `key` makes it idempotent: a key already spawned in its project is skipped, so
+    running the same batch again creates nothing. `progress` hears how far it got.
+    """
     check_model_access()
-    requests = []
+    say = progress or (lambda _: None)
+    requests, keys_seen = [], set()
+    projects: dict[str, Project] = {}  # one repository inspection per path, not per entry
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, Mapping):
             raise OrchestratorError(
                 f"Entry {number}: expected a mapping of fields, got {type(entry).__name__}."
             )
-        unknown = set(entry) - {"role", "task", "repo", "parent", "model", "budget_usd", "budget_tokens"}
+        unknown = set(entry) - BATCH_FIELDS
         if unknown:
             raise OrchestratorError(
                 f"Entry {number}: unknown field(s) {', '.join(sorted(map(str, unknown)))}."
             )
+        key = str(entry.get("key") or "").strip()
+        if key and key in keys_seen:
+            raise OrchestratorError(f"Entry {number}: key {key!r} appears twice in the batch.")
+        keys_seen.add(key)
+        mode = entry.get("permission_mode") or ""
+        if mode and mode not in PermissionMode.values:
+            raise OrchestratorError(f"Entry {number}: unknown permission mode {mode!r}.")
+        repo = entry.get("repo")
         try:
-            requests.append(
-                spawn_request_validate(
-                    role=str(entry.get("role") or ""),
-                    task=str(entry.get("task") or ""),
-                    repo_path=entry.get("repo"),
-                    parent=entry.get("parent"),
-                    model=entry.get("model"),
-                    budget_usd=entry.get("budget_usd"),
-                    budget_tokens=entry.get("budget_tokens"),
-                )
+            if repo and not entry.get("parent") and str(repo) not in projects:
+                projects[str(repo)] = project_for_repo(repo_path=str(repo))
+            request = spawn_request_validate(
+                role=str(entry.get("role") or ""),
+                task=str(entry.get("task") or ""),
+                repo_path=None if (repo and not entry.get("parent")) else repo,
+                project=projects.get(str(repo)) if repo and not entry.get("parent") else None,
+                parent=entry.get("parent"),
+                model=entry.get("model"),
+                budget_usd=entry.get("budget_usd"),
+                budget_tokens=entry.get("budget_tokens"),
             )
         except OrchestratorError as exc:
             raise OrchestratorError(f"Entry {number}: {exc}") from None
+        requests.append(replace(request, permission_mode=mode, spawn_key=key))
+        if number % 500 == 0:
+            say(f"checked {number} entries")
     if not requests:
         raise OrchestratorError("The batch is empty.")
-    return _create_agents(requests, spawned_by=spawned_by)
+    say(f"checked all {len(requests)} entries")
+    done = {
+        (project_id, key)
+        for project_id, key in Agent.objects.filter(
+            spawn_key__in=[r.spawn_key for r in requests if r.spawn_key]
+        ).values_list("project_id", "spawn_key")
+    }
+    fresh = [r for r in requests if not r.spawn_key or (r.project.pk, r.spawn_key) not in done]
+    skipped = [r.spawn_key for r in requests if r not in fresh]
+    if skipped:
+        say(f"{len(skipped)} entries were spawned before (same key); skipping them")
+    created = _create_agents(fresh, spawned_by=spawned_by, progress=say, lazy_worktrees=True) if fresh else []
+    return BatchResult(created=created, skipped=skipped)
 
 
 def _create_agents(
-    requests: list[SpawnRequest], *, spawned_by: AbstractBaseUser | None, commit_parent_work: bool = False
+    requests: list[SpawnRequest],
+    *,
+    spawned_by: AbstractBaseUser | None,
+    commit_parent_work: bool = False,
+    progress: Callable[[str], None] | None = None,
+    lazy_worktrees: bool = False,
 ) -> list[Agent]:
     created: list[Agent] = []
     worktrees: list[Path] = []
     try:
         with transaction.atomic():
-            for request in requests:
+            for number, request in enumerate(requests, start=1):
+                if progress and number > 1 and (number - 1) % 100 == 0:
+                    progress(f"created {number - 1} of {len(requests)}")
                 agent = Agent.objects.create(
                     parent=request.parent,
                     project=request.project,
@@ -320,6 +383,7 @@ def _create_agents(
                     spawned_by=spawned_by,
                     last_event_seq=1,
                     permission_mode=_permission_mode(request),
+                    spawn_key=request.spawn_key,
                 )
                 reason = f"Spawned by agent {request.parent.pk}." if request.parent else "Spawned."
                 event_record_first(agent, {"from": None, "to": S.PENDING, "reason": reason}, by=spawned_by)
@@ -338,7 +402,10 @@ def _create_agents(
                 worktrees.append(
                     Path(
                         _workspace_create(
-                            agent, commit_parent_work=commit_parent_work, start_point=request.start_point
+                            agent,
+                            commit_parent_work=commit_parent_work,
+                            start_point=request.start_point,
+                            lazy=lazy_worktrees,
                         ).path
                     )
                 )
@@ -358,7 +425,12 @@ def _permission_mode(request: SpawnRequest) -> str:
     return mode
 
 
-def _workspace_create(agent: Agent, *, commit_parent_work: bool, start_point: str | None = None) -> Workspace:
+def _workspace_create(
+    agent: Agent, *, commit_parent_work: bool, start_point: str | None = None, lazy: bool = False
+) -> Workspace:
+    """The agent's branch and worktree. `lazy` (batches): only the branch now; the worktree is
+    checked out when the agent first runs (git's worktree add slows down with every worktree
+    a repository has, and a queued agent needs none yet)."""
     project = agent.project
     repo = Path(project.repo_path)
     if agent.parent_id:
@@ -375,6 +447,12 @@ def _workspace_create(agent: Agent, *, commit_parent_work: bool, start_point: st
     else:
         start_point = start_point or project.base_branch
     path = settings.ORCHESTRATOR_WORKTREES_DIR / f"project-{project.pk}" / f"agent-{agent.pk}"
+    if lazy:
+        branch = workspaces.branch_name(agent.pk, agent.task)
+        base = workspaces.create_branch(repo=repo, branch=branch, start_point=start_point)
+        return Workspace.objects.create(
+            agent=agent, path=str(path), git_dir="", branch=branch, base_commit=base
+        )
     tree = workspaces.create_worktree(
         repo=repo, path=path, branch=workspaces.branch_name(agent.pk, agent.task), start_point=start_point
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -110,7 +111,32 @@ def _neutralized(args: tuple[str, ...]) -> list[str]:
     """`-c key=` for every filter, merge and diff driver the repository's config defines."""
     if len(args) < 2 or args[0] != "--git-dir":
         return []
-    _, out, _ = _run("--git-dir", args[1], "config", "--get-regexp", DRIVER_KEYS)
+    return _driver_overrides(args[1], _config_stamp(args[1]))
+
+
+def _config_stamp(git_dir: str) -> tuple:
+    """Changes whenever a config file the command would read changes (so the cache below is exact)."""
+    stamp = []
+    for candidate in (
+        Path(git_dir) / "config",
+        Path(git_dir) / "config.worktree",
+        Path(git_dir) / "commondir",
+    ):
+        try:
+            info = candidate.stat()
+            stamp.append((str(candidate), info.st_mtime_ns, info.st_size, info.st_ino))
+        except OSError:
+            stamp.append((str(candidate), None))
+    common = Path(git_dir) / "commondir"
+    if common.exists():
+        with contextlib.suppress(OSError):
+            stamp.append(_config_stamp(str((Path(git_dir) / common.read_text().strip()).resolve())))
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _driver_overrides(git_dir: str, _stamp: tuple) -> list[str]:
+    _, out, _ = _run("--git-dir", git_dir, "config", "--get-regexp", DRIVER_KEYS)
     options = []
     for line in out.splitlines():
         key = line.split(" ", 1)[0]
@@ -168,7 +194,13 @@ def inspect_repo(path: str | Path) -> RepoInfo:
 
 def common_dir(repo: Path) -> Path:
     """The repository's own git dir (shared by its worktrees)."""
-    return Path(_git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=repo))
+    return _common_dir(str(repo))
+
+
+@functools.lru_cache(maxsize=256)
+def _common_dir(repo: str) -> Path:
+    # Asked for by every repository-level command; a repository's git dir doesn't move.
+    return Path(_git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=Path(repo)))
 
 
 @contextlib.contextmanager
@@ -198,23 +230,14 @@ def rev_parse(repo: Path, rev: str) -> str:
 
 def create_worktree(*, repo: Path, path: Path, branch: str, start_point: str) -> Worktree:
     path.parent.mkdir(parents=True, exist_ok=True)
-    common = common_dir(repo)
+    common = str(common_dir(repo))
     with repo_lock(repo):
         _git(
-            "--git-dir",
-            str(common),
-            "worktree",
-            "add",
-            "--quiet",
-            "-b",
-            branch,
-            str(path),
-            start_point,
-            cwd=repo,
+            "--git-dir", common, "worktree", "add", "--quiet", "-b", branch, str(path), start_point, cwd=repo
         )
-    git_dir = Path(_git("rev-parse", "--absolute-git-dir", cwd=path))
-    base = _git("--git-dir", str(git_dir), "rev-parse", "HEAD")
-    return Worktree(path=path, git_dir=git_dir, branch=branch, base_commit=base)
+    # Read from the worktree just made (its .git file is still ours): its git dir and HEAD.
+    git_dir, base = _git("rev-parse", "--absolute-git-dir", "HEAD", cwd=path).splitlines()
+    return Worktree(path=path, git_dir=Path(git_dir), branch=branch, base_commit=base)
 
 
 def restore_worktree(*, repo: Path, path: Path, branch: str) -> Path:
@@ -448,9 +471,13 @@ def update_branch(*, repo: Path, branch: str, new: str, old: str) -> None:
         raise TargetMoved(f"{branch} moved; nothing was changed.")
 
 
-def create_branch(*, repo: Path, branch: str, start_point: str) -> None:
+def create_branch(*, repo: Path, branch: str, start_point: str) -> str:
+    """Create a branch at `start_point` (refusing to overwrite one). Returns its commit."""
+    common = str(common_dir(repo))
+    sha = _git("--git-dir", common, "rev-parse", "--verify", "--quiet", f"{start_point}^{{commit}}")
     with repo_lock(repo):
-        _git("--git-dir", str(common_dir(repo)), "branch", branch, start_point)
+        _git("--git-dir", common, "update-ref", f"refs/heads/{branch}", sha, "0" * 40)
+    return sha
 
 
 def push(*, repo: Path, remote: str, branch: str) -> str:

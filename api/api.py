@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import NinjaAPI, Schema, Status
@@ -116,12 +117,25 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return response
 
 
+@api.exception_handler(OverflowError)
+def _too_big(request: HttpRequest, exc: OverflowError) -> HttpResponse:
+    return _error(request, 400, "invalid", "A number in the request is too large.")
+
+
+@api.exception_handler(DataError)
+def _out_of_range(request: HttpRequest, exc: DataError) -> HttpResponse:
+    return _error(request, 400, "invalid", "A value in the request is out of range.")
+
+
 @api.exception_handler(Exception)
 def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
     import logging
 
     logging.getLogger(__name__).exception("API error on %s", request.path)
     return _error(request, 500, "internal", "Internal error; it was logged.")
+
+
+MAX_ID = 2**62  # ids beyond this can't exist (and would overflow the database's integers)
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -158,19 +172,26 @@ class SpawnIn(Schema):
     role: str = Field(min_length=1, max_length=50)
     task: str = Field(min_length=1, max_length=100_000)
     repo: str | None = Field(default=None, max_length=1000)
-    parent: int | None = Field(default=None, ge=1)
+    parent: int | None = Field(default=None, ge=1, le=MAX_ID)
     model: str | None = Field(default=None, max_length=100)
-    budget_usd: float | None = Field(default=None, ge=0)
-    budget_tokens: int | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0, le=10**9)
+    budget_tokens: int | None = Field(default=None, ge=0, le=10**15)
     permission_mode: Literal["ask", "accept-edits", "plan", "auto"] | None = None
 
 
+class BatchEntryIn(SpawnIn):
+    key: str | None = Field(
+        default=None, max_length=200, description="Spawning the same key again creates nothing."
+    )
+
+
 class BatchIn(Schema):
-    entries: list[SpawnIn] = Field(min_length=1, max_length=5000)
+    entries: list[BatchEntryIn] = Field(min_length=1, max_length=5000)
 
 
 class BatchOut(Schema):
     created: list[int]
+    skipped_keys: list[str]  # entries spawned before with the same key (an idempotent re-run)
 
 
 class EventOut(Schema):
@@ -235,7 +256,7 @@ class WorkflowIn(Schema):
     template: str = Field(min_length=1, max_length=100)
     input: str = Field(min_length=1, max_length=100_000)
     repo: str = Field(min_length=1, max_length=1000)
-    budget_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0, le=10**9)
 
 
 class WorkflowOut(Schema):
@@ -309,7 +330,9 @@ def list_agents(
     limit: int = 100,
     offset: int = 0,
 ):
-    limit = max(1, min(limit, 1000))
+    limit, offset = max(1, min(limit, 1000)), max(0, min(offset, 10**9))
+    if project is not None and not 0 < project <= MAX_ID:
+        return []
     agents = Agent.objects.filter(project__in=projects_visible_to(request.user)).select_related(
         "role", "project", "workspace", "budget"
     )
@@ -345,11 +368,9 @@ def spawn_batch(request: HttpRequest, body: BatchIn):
     _check_spawn_rate(request, len(body.entries))
     for entry in body.entries:
         _check_repo(request, entry.repo, entry.parent)
-    entries = [
-        {k: v for k, v in e.dict().items() if v is not None and k != "permission_mode"} for e in body.entries
-    ]
-    created = agents_spawn_batch(entries=entries, spawned_by=request.user)
-    return Status(201, {"created": [a.pk for a in created]})
+    entries = [{k: v for k, v in e.dict().items() if v is not None} for e in body.entries]
+    result = agents_spawn_batch(entries=entries, spawned_by=request.user)
+    return Status(201, {"created": [a.pk for a in result.created], "skipped_keys": result.skipped})
 
 
 @api.get("/agents/{agent_id}", response=AgentOut, tags=["agents"])

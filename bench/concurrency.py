@@ -269,7 +269,7 @@ class Bench:
                 {"role": "implementer", "task": f"{m}: read the README.", "repo": str(self.repo)}
                 for m in matches
             ]
-        )
+        ).created
         committed = time.time()
         cpu_before = (machine_ticks(), ticks_of(cluster_procs), cpu_ticks(os.getpid()) or 0)
         ids = [a.pk for a in agents]

@@ -31,6 +31,10 @@ class BudgetError(OrchestratorError):
     """Bad budget input (negative, not a number, more than the parent has)."""
 
 
+MAX_USD = Decimal(10**9)  # far beyond any budget, well inside what the micro-dollar columns hold
+MAX_TOKENS = 10**15
+
+
 def parse_usd(value: Any, *, field: str = "budget_usd") -> Decimal | None:
     """A dollar amount from the CLI, a batch file or a tool; None for blank."""
     if value is None or value == "":
@@ -41,6 +45,8 @@ def parse_usd(value: Any, *, field: str = "budget_usd") -> Decimal | None:
         raise BudgetError(f"{field} must be a number of dollars, not {value!r}.") from None
     if not amount.is_finite() or amount < 0:
         raise BudgetError(f"{field} must be zero or more, not {value}.")
+    if amount > MAX_USD:
+        raise BudgetError(f"{field} must be at most ${MAX_USD:,}, not {value}.")
     return amount.quantize(MICRO)
 
 
@@ -51,8 +57,8 @@ def parse_tokens(value: Any, *, field: str = "budget_tokens") -> int | None:
         tokens = int(str(value).strip())
     except ValueError:
         raise BudgetError(f"{field} must be a whole number of tokens, not {value!r}.") from None
-    if tokens < 0:
-        raise BudgetError(f"{field} must be zero or more, not {value}.")
+    if tokens < 0 or tokens > MAX_TOKENS:
+        raise BudgetError(f"{field} must be between 0 and {MAX_TOKENS:,}, not {value}.")
     return tokens
 
 

@@ -4,6 +4,7 @@ Embedded default: SQLite in the data dir, django-q2's ORM broker, the in-memory 
 Hosted: DATABASE_URL (PostgreSQL) and REDIS_URL (channel layer and django-q2 broker).
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -23,7 +24,9 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 def _secret_key() -> str:
     """SECRET_KEY from the environment; for local use (DEBUG on) one generated once and kept."""
-    if key := env.str("SECRET_KEY", default=""):
+    # Read as is: django-environ takes a value starting with "$" for the name of another variable,
+    # and Django's get_random_secret_key() starts one key in fifty with "$".
+    if key := os.environ.get("SECRET_KEY", ""):
         return key
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -39,6 +42,27 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS ----------------------------------------------------------------------------------
+# With DEBUG off the site is served over HTTPS: http is redirected, cookies are secure-only and
+# HSTS is sent, so `manage.py check --deploy` has nothing to say. Local use (DEBUG on) stays on
+# plain http://127.0.0.1. ORCHESTRATOR_HTTPS=false serves a DEBUG-off instance over plain HTTP
+# (an internal network): a choice `check --deploy` warns about. See docs/deploy.md.
+ORCHESTRATOR_HTTPS = env.bool("ORCHESTRATOR_HTTPS", default=not DEBUG)
+if env.bool("ORCHESTRATOR_BEHIND_TLS_PROXY", default=False):
+    # Trust the proxy's X-Forwarded-Proto; it must set it on every request, replacing a client's.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = ORCHESTRATOR_HTTPS
+# Container health checks ask the process itself over http, not through the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = ORCHESTRATOR_HTTPS
+CSRF_COOKIE_SECURE = ORCHESTRATOR_HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if ORCHESTRATOR_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "daphne",
@@ -202,16 +226,24 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Every process (web, worker, commands) logs to stderr: lines of text, or one JSON object a line
+# (time, level, logger, message, exc_info, extra fields) for a log collector.
+LOG_FORMAT = env.str("ORCHESTRATOR_LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"ORCHESTRATOR_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "orchestrator.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "httpx2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "anthropic": {"level": "WARNING"},
-        "django_q": {"level": env.str("QUEUE_LOG_LEVEL", default="WARNING")},
+        "django-q": {"level": env.str("QUEUE_LOG_LEVEL", default="WARNING")},
     },
 }

@@ -15,3 +15,5 @@ os.environ.setdefault("ORCHESTRATOR_QUEUE_NAME", f"orchestrator-test-{uuid.uuid4
 os.environ.setdefault("ANTHROPIC_API_KEY", "test-key")
 # Never let a developer's real endpoint leak into tests; the fake server's URL is set per test.
 os.environ["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
+# The test servers speak plain http, in hosted mode (DATABASE_URL) too.
+os.environ.setdefault("ORCHESTRATOR_HTTPS", "false")

@@ -1,14 +1,18 @@
 """The Bash tool: one command per call in the agent's worktree, bounded in time and memory.
 
-Each command runs in its own session (so its process group can be killed as a whole), with an
-environment built from an allowlist and a private HOME/TMPDIR that is removed afterwards. Output
-is drained continuously and only its head and tail are kept, so a chatty command can neither fill
-the pipe nor the worker's memory.
+Each command runs in the sandbox of `agents.sandbox` (writes only to the worktree and a private
+/tmp, no network unless the project allows it, its own pid namespace, bounded processes), in its
+own session (so its process group can be killed as a whole), with an environment built from an
+allowlist and a private HOME/TMPDIR that is removed afterwards. Where no sandbox can be set up,
+Bash refuses to run unless the project opted out; then commands run as they are, unconfined.
+Output is drained continuously and only its head and tail are kept, so a chatty command can
+neither fill the pipe nor the worker's memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import shutil
@@ -20,7 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agents import sandbox
 from agents.tools.base import Tool, ToolContext, ToolError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 120_000
 MAX_TIMEOUT_MS = 600_000
@@ -101,15 +108,15 @@ def kill_process_group(pgid: int, *, grace: float = KILL_GRACE_SECONDS) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _command_env(private_dir: str) -> dict[str, str]:
+def _command_env(home: str) -> dict[str, str]:
     """An allowlisted environment: nothing of the worker's (API keys, database URLs) gets through."""
     return {
         "PATH": os.environ.get("PATH") or DEFAULT_PATH,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "TERM": "dumb",
-        "HOME": private_dir,
-        "TMPDIR": private_dir,
+        "HOME": home,
+        "TMPDIR": home,
     }
 
 
@@ -158,8 +165,9 @@ def _collect(proc: subprocess.Popen[bytes], ctx: ToolContext, timeout_s: float) 
                 wait = drain_until - time.monotonic()
                 if at_eof or wait <= 0:
                     return state, output
-            if at_eof:
-                time.sleep(wait)  # the command closed its output but still runs
+            if at_eof:  # the command closed its output but still runs
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(wait)
                 continue
             if selector.select(wait):
                 data = os.read(fd, READ_CHUNK_BYTES)
@@ -179,25 +187,62 @@ def _exit_line(returncode: int) -> str:
     return f"Exit code: {returncode}"
 
 
+def _run(
+    argv: list[str], *, cwd: Path, env: dict[str, str], ctx: ToolContext, timeout_s: float
+) -> tuple[str, _BoundedOutput, int]:
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    ) as proc:
+        try:
+            state, output = _collect(proc, ctx, timeout_s)
+        finally:
+            kill_process_group(proc.pid)  # a no-op unless _collect was interrupted
+    return state, output, proc.returncode
+
+
+_warned_unsandboxed: set[str] = set()
+
+
 def _run_bash(ctx: ToolContext, tool_input: dict[str, Any]) -> str:
     timeout_ms = tool_input.get("timeout", DEFAULT_TIMEOUT_MS)
     if not Path(ctx.worktree).is_dir():
         raise ToolError(f"Your worktree {ctx.worktree} does not exist; commands cannot run.")
+    unavailable = sandbox.sandbox_available()
+    if unavailable and not ctx.sandbox_opt_out:
+        raise ToolError(
+            f"Bash cannot run: no sandbox could be set up on this host ({unavailable}). Commands only "
+            "run sandboxed here; a person can set this project's `sandbox_opt_out` in the admin to run "
+            "them without one."
+        )
+    argv = ["bash", "-c", tool_input["command"]]
     private_dir = tempfile.mkdtemp(prefix="agent-bash-")
     try:
-        with subprocess.Popen(
-            ["bash", "-c", tool_input["command"]],
-            cwd=ctx.worktree,
-            env=_command_env(private_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ) as proc:
-            try:
-                state, output = _collect(proc, ctx, timeout_ms / 1000)
-            finally:
-                kill_process_group(proc.pid)  # a no-op unless _collect was interrupted
+        if unavailable:
+            if unavailable not in _warned_unsandboxed:
+                _warned_unsandboxed.add(unavailable)
+                log.warning("Bash runs unsandboxed (the project opted out): %s", unavailable)
+            env = _command_env(private_dir)
+            running: contextlib.AbstractContextManager[list[str]] = contextlib.nullcontext(argv)
+        else:
+            env = _command_env("/tmp")  # the private directory, mounted there
+            running = sandbox.confined(
+                argv,
+                worktree=ctx.worktree,
+                private_tmp=private_dir,
+                network=ctx.sandbox_network,
+                env=env,
+                label=f"agent-{ctx.agent_id}",
+            )
+        with running as command:
+            state, output, returncode = _run(
+                command, cwd=ctx.worktree, env=env, ctx=ctx, timeout_s=timeout_ms / 1000
+            )
     finally:
         _remove_tree(private_dir)
 
@@ -208,8 +253,8 @@ def _run_bash(ctx: ToolContext, tool_input: dict[str, Any]) -> str:
         raise ToolError(
             "\n".join(filter(None, [text, f"Command timed out after {timeout_ms} ms and was killed."]))
         )
-    if proc.returncode != 0:
-        raise ToolError("\n".join(filter(None, [text, _exit_line(proc.returncode)])))
+    if returncode != 0:
+        raise ToolError("\n".join(filter(None, [text, _exit_line(returncode)])))
     return text or "(no output)"
 
 
@@ -222,8 +267,11 @@ BASH_TOOL = Tool(
         "pass flags such as `-y` or `--no-edit`. HOME and TMPDIR are an empty temporary directory that "
         "is deleted after the call, and processes still running when the command ends are killed, so "
         "background jobs do not survive. Output longer than 64 KB keeps its first and last 32 KB. "
-        "A non-zero exit code makes the call an error. Prefer Read, Edit, Write, Glob and Grep over "
-        "cat, sed, echo >, find and grep."
+        "A non-zero exit code makes the call an error. Commands run in a sandbox: only your worktree "
+        "and /tmp are writable, and there is no network unless the project allows it. git commands "
+        "that read (status, diff, log) work, but git cannot write the repository from here (no add, "
+        "commit or stash): the orchestrator commits your work. Prefer Read, Edit, Write, Glob and "
+        "Grep over cat, sed, echo >, find and grep."
     ),
     input_schema={
         "type": "object",

@@ -159,7 +159,7 @@ def test_batch_spawn_creates_every_entry(seeded, repo, worktrees_dir):
             {"role": "implementer", "task": "One", "repo": str(repo)},
             {"role": "tester", "task": "Two", "repo": str(repo), "model": "claude-haiku-4-5"},
         ]
-    )
+    ).created
     assert [(a.role.name, a.model) for a in agents] == [
         ("implementer", "claude-sonnet-5-5"),
         ("tester", "claude-haiku-4-5"),

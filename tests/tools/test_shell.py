@@ -85,7 +85,8 @@ def test_environment_is_allowlisted_and_home_is_private(box, monkeypatch):
     assert env["TERM"] == "dumb"
     assert env["HOME"] == env["TMPDIR"]
     assert env["HOME"] != os.environ.get("HOME")
-    assert not Path(env["HOME"]).exists(), "the private HOME is removed after the call"
+    assert bash(box, 'echo kept > "$HOME/marker" && cat "$HOME/marker"').content == "kept"
+    assert bash(box, 'test -e "$HOME/marker"').is_error, "the private HOME is removed after the call"
 
 
 def test_huge_output_is_bounded_in_memory_and_says_what_was_omitted(box):
