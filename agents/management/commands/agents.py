@@ -2,7 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand
 
+from agents.management.commands._common import add_user_argument, user_or_error
 from agents.selectors import agent_as_dict, agent_list
+from teams.selectors import projects_visible_to
 
 
 class Command(BaseCommand):
@@ -11,9 +13,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--tree", action="store_true", help="Indent children under their parents.")
         parser.add_argument("--json", action="store_true", help="One JSON list of objects, for scripts.")
+        add_user_argument(parser)
 
     def handle(self, *args, **options):
         agents = agent_list()
+        user = user_or_error(options)
+        if user is not None:
+            agents = agents.tree_filter(project__in=projects_visible_to(user))
         if options["json"]:
             self.stdout.write(json.dumps([agent_as_dict(agent) for agent in agents], indent=2))
             return

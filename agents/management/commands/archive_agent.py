@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from agents.lifecycle import agent_archive
-from agents.management.commands._common import agent_or_error, run_service
+from agents.management.commands._common import add_user_argument, agent_or_error, run_service
 
 
 class Command(BaseCommand):
@@ -9,9 +9,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("agent_id", type=int)
+        add_user_argument(parser)
         parser.add_argument("--subtree", action="store_true")
 
     def handle(self, *args, **options):
-        agent = agent_or_error(options["agent_id"])
+        agent = agent_or_error(options["agent_id"], options, act=True)
         archived = run_service(lambda: agent_archive(agent=agent, subtree=options["subtree"]))
         self.stdout.write("archived: " + (" ".join(map(str, archived)) or "nothing (already archived)"))

@@ -1,6 +1,13 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from agents.management.commands._common import run_service, wait_for_subtree
+from agents.management.commands._common import (
+    add_user_argument,
+    agent_or_error,
+    check_repo_for,
+    run_service,
+    user_or_error,
+    wait_for_subtree,
+)
 from agents.models import AgentStatus
 from agents.services import agent_spawn
 
@@ -27,9 +34,14 @@ class Command(BaseCommand):
             "asks; plan: read-only tools; auto: the project's rules decide.",
         )
         parser.add_argument("--wait", action="store_true", help="Wait for the agent and its descendants.")
+        add_user_argument(parser)
         parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds.")
 
     def handle(self, *args, **options):
+        user = user_or_error(options)
+        check_repo_for(user, options["repo"])
+        if user is not None and options["parent"]:
+            agent_or_error(options["parent"], options, act=True)
         agent = run_service(
             lambda: agent_spawn(
                 role=options["role"],
@@ -40,6 +52,7 @@ class Command(BaseCommand):
                 budget_usd=options["budget_usd"],
                 budget_tokens=options["budget_tokens"],
                 permission_mode=options["permission_mode"],
+                spawned_by=user,
             )
         )
         self.stdout.write(str(agent.pk))

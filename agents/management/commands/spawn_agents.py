@@ -4,7 +4,13 @@ from pathlib import Path
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
-from agents.management.commands._common import run_service
+from agents.management.commands._common import (
+    add_user_argument,
+    agent_or_error,
+    check_repo_for,
+    run_service,
+    user_or_error,
+)
 from agents.services import BATCH_FIELDS, agents_spawn_batch
 
 CSV_NUMBERS = {"parent", "budget_tokens"}
@@ -21,12 +27,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="A .yaml/.yml file with a list of entries, or a .csv file.")
         parser.add_argument("--quiet", action="store_true", help="Print only the new agents' ids.")
+        add_user_argument(parser)
 
     def handle(self, *args, **options):
         path = Path(options["file"])
         entries = read_csv(path) if path.suffix.lower() == ".csv" else read_yaml(path)
         say = (lambda _: None) if options["quiet"] else (lambda text: self.stderr.write(text))
-        result = run_service(lambda: agents_spawn_batch(entries=entries, progress=say))
+        user = user_or_error(options)
+        for entry in entries:
+            if isinstance(entry, dict):
+                check_repo_for(user, entry.get("repo"))
+                if user is not None and entry.get("parent"):
+                    agent_or_error(int(entry["parent"]), options, act=True)
+        result = run_service(lambda: agents_spawn_batch(entries=entries, progress=say, spawned_by=user))
         for agent in result.created:
             self.stdout.write(str(agent.pk))
         say(f"created {len(result.created)} agents; skipped {len(result.skipped)} spawned before")

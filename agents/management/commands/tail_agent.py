@@ -4,7 +4,7 @@ import time
 from django.core.management.base import BaseCommand
 
 from agents.events import Kind, event_message, events_after, tool_activity
-from agents.management.commands._common import agent_or_error
+from agents.management.commands._common import add_user_argument, agent_or_error
 from agents.models import FINISHED_STATUSES, Agent
 
 POLL_SECONDS = 0.2
@@ -19,6 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("agent_id", type=int)
+        add_user_argument(parser)
         parser.add_argument("--after", type=int, default=0, help="Start after this sequence number.")
         parser.add_argument("--no-follow", action="store_true", help="Print what there is and stop.")
         parser.add_argument(
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        agent = agent_or_error(options["agent_id"])
+        agent = agent_or_error(options["agent_id"], options)
         after = options["after"]
         self.mid_line = False  # streamed text may leave the cursor mid-line
         try:

@@ -2,7 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from agents.management.commands._common import run_service
+from agents.management.commands._common import add_user_argument, check_repo_for, run_service, user_or_error
 from workflows.models import WorkflowStatus
 from workflows.selectors import workflow_steps
 from workflows.services import workflow_cost, workflow_start
@@ -22,14 +22,18 @@ class Command(BaseCommand):
             "--wait", action="store_true", help="Wait until it completes, fails or is cancelled."
         )
         parser.add_argument("--timeout", type=float, help="With --wait: give up after this many seconds.")
+        add_user_argument(parser)
 
     def handle(self, *args, **options):
+        user = user_or_error(options)
+        check_repo_for(user, options["repo"])
         workflow = run_service(
             lambda: workflow_start(
                 template=options["template"],
                 input=options["input"],
                 repo_path=options["repo"],
                 budget_usd=options["budget_usd"],
+                by=user,
             )
         )
         self.stdout.write(str(workflow.pk))
