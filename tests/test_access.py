@@ -196,3 +196,43 @@ def test_the_owner_reads_and_acts(world):
     assert client.post(f"/workflows/{ids['workflow']}/cancel/").status_code == 302
     assert not StepRun.objects.filter(status="running").exists()
     assert sockets_open(people["owner"], [p.format(**ids) for p in SOCKETS]) == [True, True]
+
+
+def test_a_person_spawning_from_the_command_line_gets_a_project_of_their_team(world, tmp_path):
+    from tests.conftest import git
+
+    people = world[0]
+    other = tmp_path / "blue-repo"
+    other.mkdir()
+    git("init", "-q", "-b", "main", cwd=other)
+    (other / "README.md").write_text("blue\n")
+    git("add", ".", cwd=other)
+    git("-c", "user.name=a", "-c", "user.email=b", "commit", "-q", "-m", "i", cwd=other)
+    out = StringIO()
+    call_command(
+        "spawn_agent",
+        "--role",
+        "tester",
+        "--task",
+        "Blue job",
+        "--repo",
+        str(other),
+        "--as-user",
+        "outsider",
+        stdout=out,
+    )
+    agent = Agent.objects.get(pk=int(out.getvalue().split()[0]))
+    assert agent.project.team.name == "blue" and agent.spawned_by == people["outsider"]
+    with pytest.raises(CommandError, match="may not spawn agents in"):
+        call_command(
+            "spawn_agent",
+            "--role",
+            "tester",
+            "--task",
+            "x",
+            "--repo",
+            str(other),
+            "--as-user",
+            "viewer",
+            stdout=StringIO(),
+        )

@@ -63,6 +63,14 @@ def check_repo_for(user: AbstractBaseUser | None, repo: str | None) -> None:
     existing = Project.objects.filter(repo_path=str(Path(repo).expanduser().resolve())).first()
     if existing is not None and not can_act(user, existing.pk):
         raise CommandError(f"{user.get_username()} may not spawn agents in {existing.repo_path}.")
+    if existing is None:  # a new project belongs to that person's team, not the default one
+        from agents.services import project_for_repo
+        from teams.selectors import team_for_new_project
+
+        team = team_for_new_project(user)
+        if team is None:
+            raise CommandError(f"{user.get_username()} is not a member of a team that may spawn agents.")
+        run_service(lambda: project_for_repo(repo_path=repo, team=team))
 
 
 def wait_for_subtree(agent: Agent, *, poll: float = 0.2, timeout: float | None = None) -> Agent:
