@@ -3,7 +3,7 @@
 `event_record` writes the event inside the caller's transaction and, once that commits, hands it
 to `agents.fanout` for delivery to browsers. Delivery may drop or delay (a channel layer over
 capacity, a web process restarting); the database never does, and every reader catches up by
-asking for `seq > last seen` (see `events_after`).
+asking for `seq > last seen` (see `agents.selectors.agent_events`).
 
 Sequence numbers come from `Agent.last_event_seq`, bumped by one UPDATE that also takes the agent
 row's lock until commit, so numbers are given out in commit order with no gaps. With
@@ -19,7 +19,6 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
-from django.db.models import QuerySet
 
 from agents import fanout
 from agents.models import Agent, AgentEvent
@@ -99,21 +98,27 @@ def event_record(
         if row is None:
             return None
         seq, project_id = row
-        event = AgentEvent.objects.create(
-            agent_id=agent_id, seq=seq, kind=kind, data=_clean(data), by_user=by
-        )
-        message = event_message(event, project_id=project_id)
-        transaction.on_commit(lambda: fanout.publish(message))
-    return event
+        return _store(agent_id, project_id, seq, kind, data, by)
 
 
 def event_record_first(agent: Agent, data: Mapping[str, Any], *, by: AbstractBaseUser | None = None) -> None:
     """The first event of an agent created with `last_event_seq=1` (no UPDATE needed)."""
-    event = AgentEvent.objects.create(
-        agent=agent, seq=1, kind=Kind.STATUS, data=bounded(dict(data)), by_user=by
-    )
-    message = event_message(event, project_id=agent.project_id)
+    _store(agent.pk, agent.project_id, 1, Kind.STATUS, data, by)
+
+
+def _store(
+    agent_id: int,
+    project_id: int,
+    seq: int,
+    kind: str,
+    data: Mapping[str, Any] | None,
+    by: AbstractBaseUser | None,
+) -> AgentEvent:
+    """Write the numbered event; publish it once the transaction commits."""
+    event = AgentEvent.objects.create(agent_id=agent_id, seq=seq, kind=kind, data=_clean(data), by_user=by)
+    message = event_message(event, project_id=project_id)
     transaction.on_commit(lambda: fanout.publish(message))
+    return event
 
 
 def event_message(event: AgentEvent, *, project_id: int) -> dict[str, Any]:
@@ -127,15 +132,6 @@ def event_message(event: AgentEvent, *, project_id: int) -> dict[str, Any]:
         "created_at": event.created_at.isoformat(),
         "by": event.by_user.get_username() if event.by_user_id else None,
     }
-
-
-def events_after(*, agent_id: int, after: int, limit: int = 1000) -> QuerySet[AgentEvent]:
-    """The agent's events numbered after `after`, in order: how every reader catches up."""
-    return (
-        AgentEvent.objects.filter(agent_id=agent_id, seq__gt=after)
-        .select_related("by_user")
-        .order_by("seq")[:limit]
-    )
 
 
 def _clean(data: Mapping[str, Any] | None) -> dict[str, Any]:

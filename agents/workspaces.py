@@ -174,9 +174,13 @@ def _verb(args: tuple[str, ...]) -> str:
 def inspect_repo(path: str | Path) -> RepoInfo:
     """The repository's top level and current branch; clear errors for anything else."""
     candidate = Path(path).expanduser()
-    if not candidate.exists():
+    try:
+        exists, is_dir = candidate.exists(), candidate.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte...
+        raise WorkspaceError(f"Not a usable path: {str(path)[:200]} ({exc.__class__.__name__})") from None
+    if not exists:
         raise WorkspaceError(f"Repository not found: {path}")
-    if not candidate.is_dir():
+    if not is_dir:
         raise WorkspaceError(f"Not a directory: {path}")
     try:
         top = _git("rev-parse", "--show-toplevel", cwd=candidate)
@@ -219,13 +223,6 @@ def branch_name(agent_id: int, task: str) -> str:
     """`agents/<id>-<slug>`: the slug keeps only characters that are safe in any ref."""
     slug = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:40].strip("-") or "task"
     return f"agents/{agent_id}-{slug}"
-
-
-def rev_parse(repo: Path, rev: str) -> str:
-    return _git("--git-dir", str(common_dir(repo)), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-
-
-# --- worktrees ------------------------------------------------------------------------------
 
 
 def create_worktree(*, repo: Path, path: Path, branch: str, start_point: str) -> Worktree:
@@ -275,12 +272,6 @@ def remove_worktree_quietly(path: Path) -> None:
 def prune(repo: Path) -> None:
     """Forget worktrees whose directories are gone (call holding `repo_lock`)."""
     _git("--git-dir", str(common_dir(repo)), "worktree", "prune", cwd=repo)
-
-
-def worktree_paths(repo: Path) -> list[Path]:
-    """Every worktree git knows of, the main one first."""
-    out = _git("--git-dir", str(common_dir(repo)), "worktree", "list", "--porcelain", cwd=repo)
-    return [Path(line.removeprefix("worktree ")) for line in out.splitlines() if line.startswith("worktree ")]
 
 
 def worktrees_on_branch(repo: Path, branch: str) -> list[Path]:
@@ -423,14 +414,6 @@ def apply_merge(*, repo: Path, target_branch: str, prepared: PreparedMerge) -> N
             _git(*_in(path, git_dir), "read-tree", "-m", "-u", prepared.old, prepared.new, cwd=path)
 
 
-def merge(*, repo: Path, source: str, target_branch: str, message: str) -> PreparedMerge:
-    """Prepare and apply in one go (no tests in between)."""
-    prepared = prepare_merge(repo=repo, source=source, target_branch=target_branch, message=message)
-    if not prepared.conflicts:
-        apply_merge(repo=repo, target_branch=target_branch, prepared=prepared)
-    return prepared
-
-
 def start_merge(*, worktree: Path, git_dir: Path, source: str) -> list[str]:
     """Begin merging `source` into a worktree's branch, leaving conflict markers for an agent to
     resolve (`commit_all` then records the merge commit). Returns the conflicting files."""
@@ -459,16 +442,6 @@ def _worktree_git_dir(repo: Path, path: Path) -> Path:
 def _is_ancestor(common: str, ancestor: str, descendant: str) -> bool:
     status, _, _ = _git_status("--git-dir", common, "merge-base", "--is-ancestor", ancestor, descendant)
     return status == 0
-
-
-def update_branch(*, repo: Path, branch: str, new: str, old: str) -> None:
-    """Move a branch from `old` to `new` only if it is still at `old` (compare and swap)."""
-    with repo_lock(repo):
-        status, _, _ = _git_status(
-            "--git-dir", str(common_dir(repo)), "update-ref", f"refs/heads/{branch}", new, old
-        )
-    if status != 0:
-        raise TargetMoved(f"{branch} moved; nothing was changed.")
 
 
 def create_branch(*, repo: Path, branch: str, start_point: str) -> str:

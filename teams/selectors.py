@@ -23,10 +23,6 @@ def projects_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Proj
     return Project.objects.filter(team__memberships__user=user)
 
 
-def can_view(user: AbstractBaseUser | AnonymousUser, project_id: int) -> bool:
-    return projects_visible_to(user).filter(pk=project_id).exists()
-
-
 def can_act(user: AbstractBaseUser | AnonymousUser, project_id: int) -> bool:
     if not user.is_authenticated:
         return False

@@ -3,9 +3,10 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from agents.events import Kind, event_message, events_after, tool_activity
+from agents.events import Kind, event_message, tool_activity
 from agents.management.commands._common import add_user_argument, agent_or_error
 from agents.models import FINISHED_STATUSES, Agent
+from agents.selectors import agent_events
 
 POLL_SECONDS = 0.2
 MAX_OUTPUT_LINES = 20
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         self.mid_line = False  # streamed text may leave the cursor mid-line
         try:
             while True:
-                events = list(events_after(agent_id=agent.pk, after=after))
+                events = agent_events(agent_id=agent.pk, after=after, limit=1000)
                 for event in events:
                     self.show(event_message(event, project_id=agent.project_id), as_json=options["json"])
                     after = event.seq
