@@ -50,7 +50,7 @@ from budgets.services import (
     project_check_cap,
 )
 from teams.models import Team
-from teams.selectors import default_team
+from teams.selectors import can_act, default_team, team_for_new_project
 
 S = AgentStatus
 # The only status changes there are. Anything else is refused with InvalidTransition.
@@ -141,6 +141,30 @@ def project_for_repo(*, repo_path: str, team: Team | None = None) -> Project:
             defaults={"name": info.path.name, "base_branch": info.branch, "team": team or default_team()},
         )
     return project
+
+
+class SpawnNotAllowed(OrchestratorError):
+    """A person asked to spawn where they may not act."""
+
+
+def project_for_person(*, user: AbstractBaseUser, repo_path: str) -> Project:
+    """The project a person spawns in by repository path (the dashboard, the API, `--as-user`): an
+    existing one they may act in, or a new one belonging to their team (not the default team)."""
+    try:
+        path = str(workspaces.inspect_repo(repo_path).path)
+    except workspaces.WorkspaceError as exc:
+        raise OrchestratorError(str(exc)) from None
+    existing = Project.objects.filter(repo_path=path).first()
+    if existing is not None:
+        if not can_act(user, existing.pk):
+            raise SpawnNotAllowed(
+                f"That repository belongs to another team's project: {user} may not spawn agents in {path}."
+            )
+        return existing
+    team = team_for_new_project(user)
+    if team is None:
+        raise SpawnNotAllowed(f"{user} is not a member of a team that may spawn agents.")
+    return project_for_repo(repo_path=path, team=team)
 
 
 def check_model_access() -> None:
@@ -598,6 +622,16 @@ def agent_retry(*, agent: Agent, by: AbstractBaseUser | None = None) -> None:
     with transaction.atomic():
         agent_transition(agent_id=agent.pk, to=S.PENDING, reason="Retried.", extra={"attempts": 0}, by=by)
         transaction.on_commit(lambda: enqueue_agent_run(agent_id=agent.pk))
+
+
+# The control buttons of the dashboard and the API, by name (the CLI has a command for each).
+AGENT_CONTROLS: dict[str, Callable[[Agent, AbstractBaseUser | None], Any]] = {
+    "pause": lambda agent, user: agent_pause(agent=agent, by=user),
+    "resume": lambda agent, user: agent_resume(agent=agent, by=user),
+    "retry": lambda agent, user: agent_retry(agent=agent, by=user),
+    "cancel": lambda agent, user: agent_cancel(agent=agent, by=user),
+    "cancel-subtree": lambda agent, user: agent_cancel(agent=agent, subtree=True, by=user),
+}
 
 
 @dataclass

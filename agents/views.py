@@ -25,12 +25,12 @@ from agents.errors import OrchestratorError
 from agents.forms import BudgetForm, MessageForm, SpawnForm
 from agents.lifecycle import agent_archive
 from agents.merges import merge_abandon, merge_request, merge_resolve, merges_for
-from agents.models import Agent, AgentStatus, ApprovalRequest, ApprovalStatus, Merge
-from agents.services import agent_cancel, agent_pause, agent_resume, agent_retry, agent_spawn, message_send
+from agents.models import Agent, AgentStatus, ApprovalRequest, Merge
+from agents.services import AGENT_CONTROLS, agent_spawn, message_send, project_for_person
 from budgets import charts
 from budgets import selectors as money
 from budgets.services import budget_set, project_month_budget
-from teams.selectors import can_act, projects_acting, projects_visible_to, team_for_new_project
+from teams.selectors import can_act, projects_acting, projects_visible_to
 
 OVERVIEW_PAGE_SIZE = 100
 CHART_DAYS = 30
@@ -103,8 +103,6 @@ def agent_new(request: HttpRequest) -> HttpResponse:
 
 def _repo_for_spawn(request: HttpRequest, data: dict) -> str | None:
     """The repository to spawn in, checking the person may act there."""
-    from agents.services import project_for_repo
-
     if data.get("parent"):
         parent = selectors.agent_visible(user=request.user, agent_id=data["parent"])
         if parent is None or not can_act(request.user, parent.project_id):
@@ -112,21 +110,11 @@ def _repo_for_spawn(request: HttpRequest, data: dict) -> str | None:
         return None
     if data.get("project"):
         return data["project"].repo_path
-    team = team_for_new_project(request.user)
-    if team is None:
-        raise OrchestratorError("You are not a member of a team that may spawn agents.")
-    project = project_for_repo(repo_path=data["repo"].strip(), team=team)
-    if not can_act(request.user, project.pk):
-        raise OrchestratorError("That repository belongs to another team's project.")
-    return project.repo_path
+    return project_for_person(user=request.user, repo_path=data["repo"].strip()).repo_path
 
 
 CONTROLS = {
-    "pause": lambda agent, user: agent_pause(agent=agent, by=user),
-    "resume": lambda agent, user: agent_resume(agent=agent, by=user),
-    "retry": lambda agent, user: agent_retry(agent=agent, by=user),
-    "cancel": lambda agent, user: agent_cancel(agent=agent, by=user),
-    "cancel-subtree": lambda agent, user: agent_cancel(agent=agent, subtree=True, by=user),
+    **AGENT_CONTROLS,
     "merge": lambda agent, user: merge_request(agent=agent, by=user),
     "archive": lambda agent, user: agent_archive(agent=agent, subtree=True, by=user),
 }
@@ -279,19 +267,7 @@ def _int_or_none(value: str | None) -> int | None:
 
 @login_required
 def approvals_inbox(request: HttpRequest) -> HttpResponse:
-    return render(request, "agents/approvals.html", inbox_context(request.user))
-
-
-def inbox_context(user) -> dict:
-    visible = projects_visible_to(user)
-    requests = ApprovalRequest.objects.filter(agent__project__in=visible).select_related(
-        "agent__role", "agent__project__team", "decided_by"
-    )
-    return {
-        "pending": requests.filter(status=ApprovalStatus.PENDING).order_by("created_at"),
-        "decided": requests.exclude(status=ApprovalStatus.PENDING).order_by("-decided_at")[:30],
-        "acting": set(projects_acting(user).values_list("pk", flat=True)),
-    }
+    return render(request, "agents/approvals.html", selectors.approvals_inbox(request.user))
 
 
 APPROVAL_DONE = {
@@ -336,5 +312,5 @@ def approval_action(request: HttpRequest, approval_id: int, action: str) -> Http
     else:
         messages.success(request, APPROVAL_DONE[action])
     if request.htmx:
-        return render(request, "agents/_inbox.html", {**inbox_context(user), "oob": True})
+        return render(request, "agents/_inbox.html", {**selectors.approvals_inbox(user), "oob": True})
     return redirect("dashboard:approvals")

@@ -27,13 +27,12 @@ from agents.errors import OrchestratorError
 from agents.events import event_message
 from agents.models import Agent, ApprovalRequest
 from agents.services import (
-    agent_cancel,
-    agent_pause,
-    agent_resume,
-    agent_retry,
+    AGENT_CONTROLS,
+    SpawnNotAllowed,
     agent_spawn,
     agents_spawn_batch,
     message_send,
+    project_for_person,
 )
 from budgets.selectors import subtree_totals
 from teams.selectors import can_act, projects_visible_to
@@ -81,6 +80,11 @@ def _error(request: HttpRequest, status: int, code: str, message: str, details: 
 @api.exception_handler(OrchestratorError)
 def _bad_request(request: HttpRequest, exc: OrchestratorError) -> HttpResponse:
     return _error(request, 400, "invalid", str(exc))
+
+
+@api.exception_handler(SpawnNotAllowed)
+def _spawn_not_allowed(request: HttpRequest, exc: SpawnNotAllowed) -> HttpResponse:
+    return _error(request, 403, "forbidden", str(exc))
 
 
 @api.exception_handler(NinjaValidationError)
@@ -305,18 +309,11 @@ def _check_spawn_rate(request: HttpRequest, count: int = 1) -> None:
 
 
 def _check_repo(request: HttpRequest, repo: str | None, parent: int | None) -> None:
-    """A spawn by path may only reach projects the caller may act in (or create one in its team)."""
-    from agents.models import Project
-
+    """A parent must be one the caller may act on; a repository, one of their projects (or new)."""
     if parent is not None:
         _agent(request, parent, act=True)
-        return
-    if repo:
-        from pathlib import Path
-
-        existing = Project.objects.filter(repo_path=str(Path(repo).expanduser().resolve())).first()
-        if existing is not None and not can_act(request.user, existing.pk):
-            raise PermissionDenied("That repository belongs to a project you may not act in.")
+    elif repo:
+        project_for_person(user=request.user, repo_path=repo)
 
 
 # --- agents ---------------------------------------------------------------------------------
@@ -426,15 +423,6 @@ def send_message(request: HttpRequest, agent_id: int, body: MessageIn):
     return Status(201, {"id": message.pk, "recipient": agent.pk})
 
 
-CONTROLS = {
-    "pause": lambda agent, user: agent_pause(agent=agent, by=user),
-    "resume": lambda agent, user: agent_resume(agent=agent, by=user),
-    "cancel": lambda agent, user: agent_cancel(agent=agent, by=user),
-    "cancel-subtree": lambda agent, user: agent_cancel(agent=agent, subtree=True, by=user),
-    "retry": lambda agent, user: agent_retry(agent=agent, by=user),
-}
-
-
 @api.post("/agents/{agent_id}/{action}", response=AgentOut, tags=["control"])
 def control(
     request: HttpRequest,
@@ -442,7 +430,7 @@ def control(
     action: Literal["pause", "resume", "cancel", "cancel-subtree", "retry"],
 ):
     agent = _agent(request, agent_id, act=True)
-    CONTROLS[action](agent, request.user)
+    AGENT_CONTROLS[action](agent, request.user)
     return _out(agent)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -12,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.errors import OrchestratorError
-from agents.models import FINISHED_STATUSES, Agent, Project
+from agents.models import FINISHED_STATUSES, Agent
 from teams.selectors import can_act, projects_visible_to
 
 
@@ -57,20 +56,12 @@ def agent_or_error(agent_id: int, options: dict | None = None, *, act: bool = Fa
 
 
 def check_repo_for(user: AbstractBaseUser | None, repo: str | None) -> None:
-    """With --as-user, a repository of a project that person may not act in is refused."""
-    if user is None or not repo:
-        return
-    existing = Project.objects.filter(repo_path=str(Path(repo).expanduser().resolve())).first()
-    if existing is not None and not can_act(user, existing.pk):
-        raise CommandError(f"{user.get_username()} may not spawn agents in {existing.repo_path}.")
-    if existing is None:  # a new project belongs to that person's team, not the default one
-        from agents.services import project_for_repo
-        from teams.selectors import team_for_new_project
+    """With --as-user: the repository must be one of that person's projects (or new: then it
+    becomes one of their team's)."""
+    if user is not None and repo:
+        from agents.services import project_for_person
 
-        team = team_for_new_project(user)
-        if team is None:
-            raise CommandError(f"{user.get_username()} is not a member of a team that may spawn agents.")
-        run_service(lambda: project_for_repo(repo_path=repo, team=team))
+        run_service(lambda: project_for_person(user=user, repo_path=repo))
 
 
 def wait_for_subtree(agent: Agent, *, poll: float = 0.2, timeout: float | None = None) -> Agent:
