@@ -258,7 +258,5 @@ class ApprovalsConsumer(OverviewConsumer):
             await self.send(text_data=await database_sync_to_async(self._render_inbox)())
 
     def _render_inbox(self) -> str:
-        from agents.views import inbox_context
-
-        context = {**inbox_context(self.user), "oob": True, "csrf_token": self.csrf_token()}
+        context = {**selectors.approvals_inbox(self.user), "oob": True, "csrf_token": self.csrf_token()}
         return render_to_string("agents/_inbox.html", context)

@@ -10,8 +10,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from agents.events import Kind
-from agents.models import Agent, AgentEvent, TranscriptEntry
-from teams.selectors import projects_visible_to
+from agents.models import Agent, AgentEvent, ApprovalRequest, ApprovalStatus, TranscriptEntry
+from teams.selectors import projects_acting, projects_visible_to
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -187,3 +187,16 @@ def agent_changes(*, agent: Agent) -> dict[str, Any]:
         }
     except workspaces.WorkspaceError as exc:
         return {"files": [], "commits": [], "error": str(exc)}
+
+
+def approvals_inbox(user: User) -> dict[str, Any]:
+    """The approval inbox of `user`'s teams: what waits, the last decisions, where they may act."""
+    visible = projects_visible_to(user)
+    requests = ApprovalRequest.objects.filter(agent__project__in=visible).select_related(
+        "agent__role", "agent__project__team", "decided_by"
+    )
+    return {
+        "pending": requests.filter(status=ApprovalStatus.PENDING).order_by("created_at"),
+        "decided": requests.exclude(status=ApprovalStatus.PENDING).order_by("-decided_at")[:30],
+        "acting": set(projects_acting(user).values_list("pk", flat=True)),
+    }

@@ -213,7 +213,8 @@ def _apply_loops(state: _State) -> None:
                 previous = state.current(first, index)
                 feedback = (chosen or {}).get(index) or feedback_all
                 _start(state, target, index, previous.item if previous else None,
-                       round=(previous.round + 1) if previous else 1, feedback=str(feedback))  # fmt: skip
+                       round=(previous.round + 1) if previous else 1, feedback=str(feedback),
+                       count=len(items))  # fmt: skip
 
 
 def _start_ready_steps(state: _State) -> bool:
@@ -243,7 +244,16 @@ def _start_ready_steps(state: _State) -> bool:
                 continue
             round_ = current.round + 1 if current else 1
             feedback = current.feedback if current else ""
-            _start(state, step, index, item, round=round_, feedback=feedback, consumed=consumed)
+            _start(
+                state,
+                step,
+                index,
+                item,
+                round=round_,
+                feedback=feedback,
+                consumed=consumed,
+                count=len(indexed),
+            )
             started = True
     return started
 
@@ -294,6 +304,7 @@ def _start(
     round: int,
     feedback: str = "",
     consumed: list[int] | None = None,
+    count: int = 1,
 ) -> StepRun:
     """Create the run (and its agent), or record it skipped if its condition is false or an input
     was skipped."""
@@ -320,7 +331,7 @@ def _start(
         run.save()
         state.runs.append(run)
         return run
-    share = step.budget_share / (max(1, _item_count(state, step)) if step.for_each else 1)
+    share = step.budget_share / max(1, count)
     budget = (workflow.budget_usd * share).quantize(Decimal("0.000001")) if workflow.budget_usd else None
     agent = agent_spawn(
         role=step.role,
@@ -337,11 +348,6 @@ def _start(
         agent.pk, "workflow_step", {"workflow": workflow.pk, "step": step.id, "item": index, "round": round}
     )
     return run
-
-
-def _item_count(state: _State, step: Step) -> int:
-    items = resolve_reference(step.for_each, _context(state, step, -1, 1))
-    return len(items) if isinstance(items, list) else 1
 
 
 def _start_point(state: _State, step: Step, index: int) -> str | None:

@@ -76,7 +76,7 @@ def test_ask_mode_waits_without_a_worker_shows_in_the_inbox_live_and_approval_re
     approval = ApprovalRequest.objects.get(agent=agent)
     assert f'id="approval-{approval.pk}"' in html and "notes.md" in html and "ask mode" in html
     agent.refresh_from_db()
-    assert (agent.status, agent.waiting_for, agent.worker) == (S.WAITING, WaitingFor.APPROVAL, agent.worker)
+    assert (agent.status, agent.waiting_for) == (S.WAITING, WaitingFor.APPROVAL)
     assert agent.lease_token is None  # no worker holds it...
     other = agent_spawn(role="implementer", task="Quick other job", repo_path=str(repo))
     wait_for(
